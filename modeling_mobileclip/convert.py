@@ -1,0 +1,362 @@
+"""Convert released MobileCLIP checkpoints to this package's transformers format.
+
+Sources, detected from their keys:
+  * Apple's v1 `.pt` files (`mobileclip_s0.pt` ... `mobileclip_blt.pt`, Hub `apple/MobileCLIP-S2`):
+    `image_encoder.model.*`, `text_encoder.*`, `logit_scale`.
+  * open_clip checkpoints (Hub `apple/MobileCLIP-S2-OpenCLIP`, `timm/MobileCLIP2-S2-OpenCLIP`, MobileCLIP2 `.pt`,
+    raw training checkpoints with `state_dict` / `module.` wrappers): `visual.trunk.*`, `text.*`, `logit_scale`.
+  * timm image-tower checkpoints (Hub `apple/mobileclip_s2_timm`, `timm/fastvit_mci2.apple_mclip2_dfndr2b`):
+    timm's own keys; these convert to a `MobileCLIPVisionModelWithProjection`.
+
+Conversion is strict (a missing or unexpected key is an error listing them). When the reference implementation of
+the source format is importable (Apple's `mobileclip` package, `open_clip`, `timm`), the converted model's
+embeddings are checked against it before anything is written. Model and processor are written together, atomically.
+
+    python -m modeling_mobileclip.convert --variant mobileclip-s2 --checkpoint mobileclip_s2.pt --output out/ \
+        [--reparameterize] [--push-to-hub user/MobileCLIP-S2-hf]
+"""
+
+import argparse
+import logging
+import os
+import re
+import shutil
+import tempfile
+
+import torch
+from torch import nn
+
+from .configuration_mobileclip import VARIANTS, MobileCLIPConfig, get_variant
+from .modeling_mobileclip import MobileCLIPModel, MobileCLIPVisionModelWithProjection, create_image_tower
+
+logger = logging.getLogger(__name__)
+
+# Text-tower renames, applied in order to every key. Apple's v1 layout (`mobileclip/text_encoder.py`) ...
+APPLE_TEXT_KEY_MAPPING = [
+    (r"^text_encoder\.embedding_layer\.", "text_model.token_embedding."),
+    (r"^text_encoder\.positional_embedding\.pos_embed\.pos_embed$", "text_model.positional_embedding"),
+    (r"^text_encoder\.transformer\.", "text_model.layers."),
+    (r"^text_encoder\.final_layer_norm\.", "text_model.final_layer_norm."),
+    (r"^text_encoder\.projection_layer$", "text_projection.weight"),
+    (r"\.pre_norm_mha\.0\.", ".layer_norm1."),
+    (r"\.pre_norm_mha\.1\.", ".self_attn."),
+    (r"\.pre_norm_ffn\.0\.", ".layer_norm2."),
+    (r"\.pre_norm_ffn\.1\.", ".mlp.fc1."),
+    (r"\.pre_norm_ffn\.4\.", ".mlp.fc2."),
+    # MCt RepMixer blocks (S0 layers 0 and 5): MobileOne branch names as in timm's FastViT.
+    (r"\.rbr_skip\.", ".identity."),
+    (r"\.rbr_conv\.0\.", ".conv_kxk."),
+    (r"\.convffn\.", ".mlp."),
+]
+# ... and open_clip's `TextTransformer`.
+OPEN_CLIP_TEXT_KEY_MAPPING = [
+    (r"^text\.token_embedding\.", "text_model.token_embedding."),
+    (r"^text\.positional_embedding$", "text_model.positional_embedding"),
+    (r"^text\.transformer\.resblocks\.", "text_model.layers."),
+    (r"^text\.ln_final\.", "text_model.final_layer_norm."),
+    (r"^text\.text_projection$", "text_projection.weight"),
+    (r"\.ln_1\.", ".layer_norm1."),
+    (r"\.attn\.in_proj_(weight|bias)$", r".self_attn.qkv_proj.\1"),
+    (r"\.attn\.out_proj\.", ".self_attn.out_proj."),
+    (r"\.ln_2\.", ".layer_norm2."),
+    (r"\.mlp\.c_fc\.", ".mlp.fc1."),
+    (r"\.mlp\.c_proj\.", ".mlp.fc2."),
+]
+# timm keeps the CLIP projection in its classifier head (`timm_proj: null` in open_clip's configs).
+TIMM_HEAD_KEY_MAPPING = [(r"^head\.fc\.", "visual_projection."), (r"^head\.", "visual_projection.")]
+
+# Reference implementations per variant, used to verify a conversion when importable (test-only dependencies).
+APPLE_REFERENCE = {"mobileclip-s0": "mobileclip_s0", "mobileclip-s1": "mobileclip_s1", "mobileclip-s2": "mobileclip_s2",
+                   "mobileclip-b": "mobileclip_b", "mobileclip-b-lt": "mobileclip_b"}
+# v1 S3/S4/L-14 have the MobileCLIP2 architectures (apple/ml-mobileclip `mobileclip2/model_configs`).
+OPEN_CLIP_REFERENCE = {
+    "mobileclip-s1": "MobileCLIP-S1", "mobileclip-s2": "MobileCLIP-S2", "mobileclip-b": "MobileCLIP-B",
+    "mobileclip-b-lt": "MobileCLIP-B", "mobileclip-s3": "MobileCLIP2-S3", "mobileclip-s4": "MobileCLIP2-S4",
+    "mobileclip-l14": "MobileCLIP2-L-14", "mobileclip2-s0": "MobileCLIP2-S0", "mobileclip2-s2": "MobileCLIP2-S2",
+    "mobileclip2-b": "MobileCLIP2-B", "mobileclip2-s3": "MobileCLIP2-S3", "mobileclip2-s4": "MobileCLIP2-S4",
+    "mobileclip2-l14": "MobileCLIP2-L-14",
+}
+# Checkpoint files looked for in a local folder or Hub repo, in order of preference.
+CHECKPOINT_PATTERNS = [r"open_clip_model\.safetensors$", r"model\.safetensors$", r"\.safetensors$",
+                       r"open_clip_pytorch_model\.bin$", r"pytorch_model\.bin$", r"\.pt$", r"\.pth$", r"\.bin$"]
+VERIFY_ATOL = 1e-4
+
+
+def _rename(key: str, mapping: list[tuple[str, str]]) -> str:
+    for pattern, replacement in mapping:
+        key = re.sub(pattern, replacement, key)
+    return key
+
+
+def unwrap_state_dict(checkpoint: dict) -> dict[str, torch.Tensor]:
+    """Strips training wrappers: a `state_dict` entry and DataParallel's `module.` prefix."""
+    state_dict = checkpoint.get("state_dict", checkpoint)
+    return {k.removeprefix("module."): v for k, v in state_dict.items()}
+
+
+def detect_format(state_dict: dict[str, torch.Tensor]) -> str:
+    """Returns `"apple"`, `"open_clip"` or `"timm"`."""
+    if any(k.startswith("image_encoder.model.") for k in state_dict):
+        return "apple"
+    if any(k.startswith("visual.trunk.") for k in state_dict):
+        return "open_clip"
+    if any(k.startswith(("stem.", "stages.", "patch_embed.", "blocks.")) for k in state_dict):
+        return "timm"
+    raise ValueError(
+        "Unrecognised checkpoint layout: expected Apple's (`image_encoder.model.*`), open_clip's (`visual.trunk.*`) "
+        f"or a timm image tower's keys. First keys: {list(state_dict)[:5]}"
+    )
+
+
+def _convert_text(state_dict: dict, mapping: list, config: MobileCLIPConfig) -> dict[str, torch.Tensor]:
+    out = {}
+    for key, value in state_dict.items():
+        new_key = _rename(key, mapping)
+        if new_key == "text_model.positional_embedding":
+            value = value.reshape(config.text_config.max_position_embeddings, -1)  # Apple stores (1, 1, 77, D)
+        elif new_key == "text_projection.weight":
+            value = value.t()  # used as `x @ P` in both sources; nn.Linear computes `x @ W.T`
+        out[new_key] = value
+    return out
+
+
+def _convert_image_tower(timm_state_dict: dict) -> dict[str, torch.Tensor]:
+    out = {}
+    for key, value in timm_state_dict.items():
+        new_key = _rename(key, TIMM_HEAD_KEY_MAPPING)
+        out[new_key if new_key.startswith("visual_projection.") else f"vision_model.{key}"] = value
+    return out
+
+
+def _apple_image_to_timm(state_dict: dict, config: MobileCLIPConfig) -> dict[str, torch.Tensor]:
+    """Apple's MCi / ViT-B keys to timm's, with timm's own converters (`checkpoint_filter_fn`)."""
+    from timm.models import fastvit, vision_transformer_hybrid
+
+    image = {k: v for k, v in state_dict.items() if k.startswith("image_encoder.model.")}
+    if config.vision_config.architecture.startswith("fastvit_"):
+        # Apple's CLIP projection `head.proj` (C, E) is timm's classifier with a zero bias.
+        projection = image.pop("image_encoder.model.head.proj")
+        timm_state_dict = fastvit.checkpoint_filter_fn(image, create_image_tower(config.vision_config))
+        return {**timm_state_dict, "head.fc.weight": projection.t(), "head.fc.bias": projection.new_zeros(projection.shape[1])}
+    return vision_transformer_hybrid._convert_mobileclip(image, None)
+
+
+def convert_state_dict(state_dict: dict[str, torch.Tensor], config: MobileCLIPConfig) -> dict[str, torch.Tensor]:
+    """Maps a released checkpoint's state dict onto this package's parameter names."""
+    state_dict = unwrap_state_dict(state_dict)
+    source = detect_format(state_dict)
+    if source == "timm":
+        return _convert_image_tower(state_dict)
+    if source == "apple":
+        text = {k: v for k, v in state_dict.items() if k.startswith("text_encoder.")}
+        converted = _convert_image_tower(_apple_image_to_timm(state_dict, config))
+        converted.update(_convert_text(text, APPLE_TEXT_KEY_MAPPING, config))
+    else:
+        trunk = {k.removeprefix("visual.trunk."): v for k, v in state_dict.items() if k.startswith("visual.trunk.")}
+        text = {k: v for k, v in state_dict.items() if k.startswith("text.") and k != "text.attn_mask"}
+        converted = _convert_image_tower(trunk)
+        converted.update(_convert_text(text, OPEN_CLIP_TEXT_KEY_MAPPING, config))
+        leftovers = [k for k in state_dict if not k.startswith(("visual.trunk.", "text.", "logit_scale"))]
+        converted.update({f"unexpected:{k}": state_dict[k] for k in leftovers})
+    if "logit_scale" in state_dict:
+        converted["logit_scale"] = state_dict["logit_scale"].reshape(())
+    return converted
+
+
+def _head(items: list[str], n: int = 20) -> str:
+    return ", ".join(items[:n]) + (f", ... ({len(items) - n} more)" if len(items) > n else "")
+
+
+def load_strict(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
+    """`load_state_dict` that fails with the full list of missing and unexpected keys, and shape mismatches."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    mismatched = [f"{k}: {tuple(v.shape)} vs {tuple(expected[k].shape)}" for k, v in state_dict.items()
+                  if k in expected and v.shape != expected[k].shape]
+    if missing or unexpected or mismatched:
+        raise ValueError(
+            f"Checkpoint does not match {type(model).__name__} ({model.config.variant or 'custom config'}):\n"
+            f"  missing keys ({len(missing)}): {_head(missing)}\n  unexpected keys ({len(unexpected)}): {_head(unexpected)}\n"
+            f"  shape mismatches ({len(mismatched)}): {_head(mismatched)}"
+        )
+    model.load_state_dict(state_dict, strict=True)
+
+
+def resolve_checkpoint(checkpoint: str) -> str:
+    """A local file, a local folder or a Hub repo id -> path of the checkpoint file to read."""
+    if os.path.isfile(checkpoint):
+        return checkpoint
+    if os.path.isdir(checkpoint):
+        files, fetch = os.listdir(checkpoint), lambda name: os.path.join(checkpoint, name)
+    else:
+        import huggingface_hub
+
+        files = huggingface_hub.list_repo_files(checkpoint)
+        fetch = lambda name: huggingface_hub.hf_hub_download(checkpoint, name)  # noqa: E731
+    for pattern in CHECKPOINT_PATTERNS:
+        matches = sorted(f for f in files if re.search(pattern, f))
+        if matches:
+            return fetch(matches[0])
+    raise FileNotFoundError(f"No checkpoint file (.safetensors, .bin, .pt, .pth) in {checkpoint!r}: {sorted(files)}")
+
+
+def load_checkpoint(path: str) -> dict[str, torch.Tensor]:
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        return load_file(path)
+    # Released checkpoints are plain tensors; weights_only refuses anything that would run code.
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Verification against reference implementations
+
+
+def _verification_inputs(config: MobileCLIPConfig, batch: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    size = config.vision_config.image_size
+    pixel_values = torch.rand(batch, 3, size, size, generator=generator)
+    text_config = config.text_config
+    ids = torch.randint(1, text_config.eos_token_id - 1, (batch, text_config.max_position_embeddings), generator=generator)
+    ids[:, 0] = text_config.bos_token_id
+    for row, length in enumerate(torch.randint(3, text_config.max_position_embeddings, (batch,), generator=generator)):
+        ids[row, length] = text_config.eos_token_id
+        ids[row, length + 1 :] = 0
+    return pixel_values, ids
+
+
+def reference_model(source: str, variant: str, state_dict: dict) -> tuple[nn.Module, str] | None:
+    """The reference implementation of the checkpoint's format loaded with the same weights, if importable."""
+    try:
+        if source == "apple" and variant in APPLE_REFERENCE:
+            import mobileclip
+
+            model = mobileclip.create_model_and_transforms(
+                APPLE_REFERENCE[variant], pretrained=None, reparameterize=False
+            )[0]
+            model.load_state_dict(state_dict)
+            return model, "Apple's mobileclip"
+        if source == "open_clip" and variant in OPEN_CLIP_REFERENCE:
+            import open_clip
+
+            model = open_clip.create_model(OPEN_CLIP_REFERENCE[variant], pretrained=None)
+            model.load_state_dict(state_dict)
+            return model, "open_clip"
+    except ImportError:
+        return None
+    return None
+
+
+@torch.no_grad()
+def verify(model: MobileCLIPModel, reference: nn.Module, name: str, compare_image: bool = True) -> dict[str, float]:
+    """Max abs difference of text and image embeddings against a model with open_clip's `encode_*` API."""
+    model.eval(), reference.eval()
+    pixel_values, input_ids = _verification_inputs(model.config)
+    diffs = {"text": (model.get_text_features(input_ids).pooler_output - reference.encode_text(input_ids)).abs().max().item()}
+    if compare_image:
+        image = model.get_image_features(pixel_values).pooler_output
+        diffs["image"] = (image - reference.encode_image(pixel_values)).abs().max().item()
+    failed = {k: v for k, v in diffs.items() if not v <= VERIFY_ATOL}
+    if failed:
+        raise ValueError(f"Converted model differs from {name}: max abs diff {failed} > {VERIFY_ATOL}.")
+    logger.info("Verified against %s: max abs diff %s", name, diffs)
+    return diffs
+
+
+def convert_checkpoint(variant: str, checkpoint: str | dict, reparameterize: bool = False, verify_reference: bool = True):
+    """Builds the variant's model and loads a released checkpoint into it, verified when a reference exists.
+
+    Args:
+        variant: a name from `VARIANTS`, e.g. `"mobileclip-s2"`.
+        checkpoint: a file, folder or Hub id, or an already loaded state dict.
+        reparameterize: fuse the multi-branch blocks after loading (and verification).
+        verify_reference: compare with the source format's reference implementation when it is importable.
+
+    Returns:
+        `MobileCLIPModel`, or `MobileCLIPVisionModelWithProjection` for image-tower-only (timm) checkpoints.
+    """
+    config = MobileCLIPConfig.from_variant(variant)
+    state_dict = load_checkpoint(resolve_checkpoint(checkpoint)) if isinstance(checkpoint, str) else checkpoint
+    state_dict = unwrap_state_dict(state_dict)
+    source = detect_format(state_dict)
+    model = MobileCLIPVisionModelWithProjection(config.vision_config) if source == "timm" else MobileCLIPModel(config)
+    load_strict(model, convert_state_dict(state_dict, config))
+    if verify_reference and source != "timm":
+        reference = reference_model(source, config.variant, state_dict)
+        if reference is None:
+            logger.warning("No reference implementation importable for %s (%s format): not verified.", variant, source)
+        else:
+            # open_clip builds v1 MobileCLIP-B with timm's stem padding and LayerNorm eps (see configuration), so
+            # only its text tower is the same function.
+            same_image_tower = source == "apple" or config.vision_config.stem_padding is None
+            verify(model, *reference, compare_image=same_image_tower)
+    if reparameterize:
+        model.reparameterize()
+    return model.eval()
+
+
+def save_converted(model, processor, output_dir: str, overwrite: bool = False) -> None:
+    """Writes model and processor into a temporary folder beside `output_dir`, then moves it into place, so an
+    interrupted conversion never leaves a half-written folder."""
+    if os.path.exists(output_dir) and os.listdir(output_dir) and not overwrite:
+        raise FileExistsError(f"{output_dir} exists and is not empty; pass overwrite=True (--overwrite) to replace it.")
+    parent = os.path.dirname(os.path.abspath(output_dir))
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".convert-", dir=parent)
+    try:
+        model.save_pretrained(staging)
+        if processor is not None:
+            processor.save_pretrained(staging)
+        if os.path.exists(output_dir):
+            shutil.rmtree(output_dir)
+        os.replace(staging, output_dir)
+    finally:
+        if os.path.exists(staging):
+            shutil.rmtree(staging)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variant", required=True, choices=sorted(VARIANTS))
+    parser.add_argument("--checkpoint", required=True, help="checkpoint file, folder, or Hub repo id")
+    parser.add_argument("--output", required=True, help="folder to write the converted model and processor to")
+    parser.add_argument("--reparameterize", action="store_true", help="save the fused inference form")
+    parser.add_argument("--no-verify", action="store_true", help="skip the check against a reference implementation")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing non-empty output folder")
+    parser.add_argument("--push-to-hub", metavar="REPO", help="also upload the converted folder to this Hub repo")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+
+    from .processing_mobileclip import MobileCLIPProcessor
+
+    model = convert_checkpoint(args.variant, args.checkpoint, args.reparameterize, not args.no_verify)
+    processor = MobileCLIPProcessor.from_variant(args.variant)
+    if isinstance(model, MobileCLIPVisionModelWithProjection):
+        processor = processor.image_processor  # an image tower needs no tokenizer
+    save_converted(model, processor, args.output, overwrite=args.overwrite)
+    logger.info("Wrote %s to %s", type(model).__name__, args.output)
+    if args.push_to_hub:
+        import huggingface_hub
+
+        huggingface_hub.create_repo(args.push_to_hub, exist_ok=True)
+        huggingface_hub.upload_folder(folder_path=args.output, repo_id=args.push_to_hub)
+        logger.info("Uploaded to %s", args.push_to_hub)
+
+
+if __name__ == "__main__":
+    main()
+
+
+__all__ = [
+    "convert_checkpoint",
+    "convert_state_dict",
+    "detect_format",
+    "load_checkpoint",
+    "load_strict",
+    "resolve_checkpoint",
+    "save_converted",
+    "unwrap_state_dict",
+    "verify",
+]
