@@ -452,6 +452,15 @@ class MobileCLIPModel(MobileCLIPPreTrainedModel):
         self.logit_scale = nn.Parameter(torch.tensor(config.logit_scale_init_value))
         self.post_init()
 
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        # A class registers for one auto class (`AutoModel`); the zero-shot pipeline's is added to `auto_map` here.
+        module = type(self).__module__.rsplit(".", 1)[-1]
+        self.config.auto_map = {
+            **(getattr(self.config, "auto_map", None) or {}),
+            "AutoModelForZeroShotImageClassification": f"{module}.{type(self).__name__}",
+        }
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
     def get_text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs) -> BaseModelOutputWithPooling:
         """Projected, un-normalised text embeddings in `pooler_output` (transformers 5 convention).
 
