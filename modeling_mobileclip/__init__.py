@@ -36,8 +36,11 @@ from .tokenization_mobileclip import MobileCLIPTokenizer
 for _config in (MobileCLIPConfig, MobileCLIPTextConfig, MobileCLIPVisionConfig):
     AutoConfig.register(_config.model_type, _config, exist_ok=True)
     AutoTokenizer.register(_config, tokenizer_class=MobileCLIPTokenizer, exist_ok=True)
+    # One PIL-backend class (bit-exact with open_clip) under both keys: no "falling back to pil" log on every load.
     AutoImageProcessor.register(
-        _config, image_processor_classes={"pil": MobileCLIPImageProcessor}, exist_ok=True
+        _config,
+        image_processor_classes={"pil": MobileCLIPImageProcessor, "torchvision": MobileCLIPImageProcessor},
+        exist_ok=True,
     )
     AutoProcessor.register(_config, MobileCLIPProcessor, exist_ok=True)
 AutoModel.register(MobileCLIPConfig, MobileCLIPModel, exist_ok=True)
