@@ -55,8 +55,10 @@ def main() -> None:
         model.reparameterize()
         fused = model(**inputs).logits_per_image
         fused_ms = timed(lambda: model(**inputs))
-    print(f"re-parameterisation: max abs logit diff {(fused - train_time).abs().max().item():.2e}, "
-          f"1 image + {len(labels)} texts: {train_ms:.0f} ms train-time form, {fused_ms:.0f} ms fused")
+    print(
+        f"re-parameterisation: max abs logit diff {(fused - train_time).abs().max().item():.2e}, "
+        f"1 image + {len(labels)} texts: {train_ms:.0f} ms train-time form, {fused_ms:.0f} ms fused"
+    )
 
     classifier = pipeline("zero-shot-image-classification", model=args.output)
     for result in classifier(image, candidate_labels=labels):

@@ -26,7 +26,7 @@ import tempfile
 import torch
 from torch import nn
 
-from .configuration_mobileclip import VARIANTS, MobileCLIPConfig, get_variant
+from .configuration_mobileclip import VARIANTS, MobileCLIPConfig
 from .modeling_mobileclip import MobileCLIPModel, MobileCLIPVisionModelWithProjection, create_image_tower
 
 logger = logging.getLogger(__name__)
@@ -66,19 +66,40 @@ OPEN_CLIP_TEXT_KEY_MAPPING = [
 TIMM_HEAD_KEY_MAPPING = [(r"^head\.fc\.", "visual_projection."), (r"^head\.", "visual_projection.")]
 
 # Reference implementations per variant, used to verify a conversion when importable (test-only dependencies).
-APPLE_REFERENCE = {"mobileclip-s0": "mobileclip_s0", "mobileclip-s1": "mobileclip_s1", "mobileclip-s2": "mobileclip_s2",
-                   "mobileclip-b": "mobileclip_b", "mobileclip-b-lt": "mobileclip_b"}
+APPLE_REFERENCE = {
+    "mobileclip-s0": "mobileclip_s0",
+    "mobileclip-s1": "mobileclip_s1",
+    "mobileclip-s2": "mobileclip_s2",
+    "mobileclip-b": "mobileclip_b",
+    "mobileclip-b-lt": "mobileclip_b",
+}
 # v1 S3/S4/L-14 have the MobileCLIP2 architectures (apple/ml-mobileclip `mobileclip2/model_configs`).
 OPEN_CLIP_REFERENCE = {
-    "mobileclip-s1": "MobileCLIP-S1", "mobileclip-s2": "MobileCLIP-S2", "mobileclip-b": "MobileCLIP-B",
-    "mobileclip-b-lt": "MobileCLIP-B", "mobileclip-s3": "MobileCLIP2-S3", "mobileclip-s4": "MobileCLIP2-S4",
-    "mobileclip-l14": "MobileCLIP2-L-14", "mobileclip2-s0": "MobileCLIP2-S0", "mobileclip2-s2": "MobileCLIP2-S2",
-    "mobileclip2-b": "MobileCLIP2-B", "mobileclip2-s3": "MobileCLIP2-S3", "mobileclip2-s4": "MobileCLIP2-S4",
+    "mobileclip-s1": "MobileCLIP-S1",
+    "mobileclip-s2": "MobileCLIP-S2",
+    "mobileclip-b": "MobileCLIP-B",
+    "mobileclip-b-lt": "MobileCLIP-B",
+    "mobileclip-s3": "MobileCLIP2-S3",
+    "mobileclip-s4": "MobileCLIP2-S4",
+    "mobileclip-l14": "MobileCLIP2-L-14",
+    "mobileclip2-s0": "MobileCLIP2-S0",
+    "mobileclip2-s2": "MobileCLIP2-S2",
+    "mobileclip2-b": "MobileCLIP2-B",
+    "mobileclip2-s3": "MobileCLIP2-S3",
+    "mobileclip2-s4": "MobileCLIP2-S4",
     "mobileclip2-l14": "MobileCLIP2-L-14",
 }
 # Checkpoint files looked for in a local folder or Hub repo, in order of preference.
-CHECKPOINT_PATTERNS = [r"open_clip_model\.safetensors$", r"model\.safetensors$", r"\.safetensors$",
-                       r"open_clip_pytorch_model\.bin$", r"pytorch_model\.bin$", r"\.pt$", r"\.pth$", r"\.bin$"]
+CHECKPOINT_PATTERNS = [
+    r"open_clip_model\.safetensors$",
+    r"model\.safetensors$",
+    r"\.safetensors$",
+    r"open_clip_pytorch_model\.bin$",
+    r"pytorch_model\.bin$",
+    r"\.pt$",
+    r"\.pth$",
+    r"\.bin$",
+]
 VERIFY_ATOL = 1e-4
 
 
@@ -137,7 +158,11 @@ def _apple_image_to_timm(state_dict: dict, config: MobileCLIPConfig) -> dict[str
         # Apple's CLIP projection `head.proj` (C, E) is timm's classifier with a zero bias.
         projection = image.pop("image_encoder.model.head.proj")
         timm_state_dict = fastvit.checkpoint_filter_fn(image, create_image_tower(config.vision_config))
-        return {**timm_state_dict, "head.fc.weight": projection.t(), "head.fc.bias": projection.new_zeros(projection.shape[1])}
+        return {
+            **timm_state_dict,
+            "head.fc.weight": projection.t(),
+            "head.fc.bias": projection.new_zeros(projection.shape[1]),
+        }
     return vision_transformer_hybrid._convert_mobileclip(image, None)
 
 
@@ -157,7 +182,7 @@ def convert_state_dict(state_dict: dict[str, torch.Tensor], config: MobileCLIPCo
         converted = _convert_image_tower(trunk)
         converted.update(_convert_text(text, OPEN_CLIP_TEXT_KEY_MAPPING, config))
         leftovers = [k for k in state_dict if not k.startswith(("visual.trunk.", "text.", "logit_scale"))]
-        converted.update({f"unexpected:{k}": state_dict[k] for k in leftovers})
+        converted.update({k: state_dict[k] for k in leftovers})  # reported as unexpected by load_strict
     if "logit_scale" in state_dict:
         converted["logit_scale"] = state_dict["logit_scale"].reshape(())
     return converted
@@ -172,12 +197,16 @@ def load_strict(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(expected))
-    mismatched = [f"{k}: {tuple(v.shape)} vs {tuple(expected[k].shape)}" for k, v in state_dict.items()
-                  if k in expected and v.shape != expected[k].shape]
+    mismatched = [
+        f"{k}: {tuple(v.shape)} vs {tuple(expected[k].shape)}"
+        for k, v in state_dict.items()
+        if k in expected and v.shape != expected[k].shape
+    ]
     if missing or unexpected or mismatched:
         raise ValueError(
-            f"Checkpoint does not match {type(model).__name__} ({model.config.variant or 'custom config'}):\n"
-            f"  missing keys ({len(missing)}): {_head(missing)}\n  unexpected keys ({len(unexpected)}): {_head(unexpected)}\n"
+            f"Checkpoint does not match {type(model).__name__} ({getattr(model.config, 'variant', None)}):\n"
+            f"  missing keys ({len(missing)}): {_head(missing)}\n"
+            f"  unexpected keys ({len(unexpected)}): {_head(unexpected)}\n"
             f"  shape mismatches ({len(mismatched)}): {_head(mismatched)}"
         )
     model.load_state_dict(state_dict, strict=True)
@@ -219,7 +248,9 @@ def _verification_inputs(config: MobileCLIPConfig, batch: int = 2) -> tuple[torc
     size = config.vision_config.image_size
     pixel_values = torch.rand(batch, 3, size, size, generator=generator)
     text_config = config.text_config
-    ids = torch.randint(1, text_config.eos_token_id - 1, (batch, text_config.max_position_embeddings), generator=generator)
+    ids = torch.randint(
+        1, text_config.eos_token_id - 1, (batch, text_config.max_position_embeddings), generator=generator
+    )
     ids[:, 0] = text_config.bos_token_id
     for row, length in enumerate(torch.randint(3, text_config.max_position_embeddings, (batch,), generator=generator)):
         ids[row, length] = text_config.eos_token_id
@@ -254,7 +285,9 @@ def verify(model: MobileCLIPModel, reference: nn.Module, name: str, compare_imag
     """Max abs difference of text and image embeddings against a model with open_clip's `encode_*` API."""
     model.eval(), reference.eval()
     pixel_values, input_ids = _verification_inputs(model.config)
-    diffs = {"text": (model.get_text_features(input_ids).pooler_output - reference.encode_text(input_ids)).abs().max().item()}
+    diffs = {
+        "text": (model.get_text_features(input_ids).pooler_output - reference.encode_text(input_ids)).abs().max().item()
+    }
     if compare_image:
         image = model.get_image_features(pixel_values).pooler_output
         diffs["image"] = (image - reference.encode_image(pixel_values)).abs().max().item()
@@ -265,7 +298,9 @@ def verify(model: MobileCLIPModel, reference: nn.Module, name: str, compare_imag
     return diffs
 
 
-def convert_checkpoint(variant: str, checkpoint: str | dict, reparameterize: bool = False, verify_reference: bool = True):
+def convert_checkpoint(
+    variant: str, checkpoint: str | dict, reparameterize: bool = False, verify_reference: bool = True
+):
     """Builds the variant's model and loads a released checkpoint into it, verified when a reference exists.
 
     Args:

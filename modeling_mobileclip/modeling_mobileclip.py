@@ -81,7 +81,7 @@ class MobileCLIPVisionModelOutput(ModelOutput):
 
 
 def _fuse_bn(kernel: torch.Tensor, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
-    """Folds an inference-mode BatchNorm into the conv kernel before it: (k * gamma / sigma, beta - mu * gamma / sigma)."""
+    """Folds an inference-mode BatchNorm into the conv before it: (k * gamma / sigma, beta - mu * gamma / sigma)."""
     std = (bn.running_var + bn.eps).sqrt()
     scale = bn.weight / std
     return kernel * scale.reshape(-1, 1, 1, 1), bn.bias - bn.running_mean * scale
@@ -172,7 +172,9 @@ class MobileCLIPRepMixer(nn.Module):
         mixer_kernel, mixer_bias = self.mixer.fused_kernel_bias()
         norm_kernel, norm_bias = self.norm.fused_kernel_bias()
         scale = self.layer_scale
-        kernel = _identity_kernel(self.dim, self.kernel_size, scale) + scale.unsqueeze(-1) * (mixer_kernel - norm_kernel)
+        kernel = _identity_kernel(self.dim, self.kernel_size, scale) + scale.unsqueeze(-1) * (
+            mixer_kernel - norm_kernel
+        )
         bias = scale.flatten() * (mixer_bias - norm_bias)
         self.reparam_conv = _depthwise_conv(self.dim, self.kernel_size, bias=True).to(kernel)
         self.reparam_conv.weight.data, self.reparam_conv.bias.data = kernel.detach(), bias.detach()
@@ -316,7 +318,9 @@ def create_image_tower(config: MobileCLIPVisionConfig) -> nn.Module:
             kwargs["norm_layer"] = partial(nn.LayerNorm, eps=config.layer_norm_eps)
     else:
         kwargs["inference_mode"] = config.reparameterized
-    tower = timm.create_model(config.architecture, pretrained=False, num_classes=0, in_chans=config.num_channels, **kwargs)
+    tower = timm.create_model(
+        config.architecture, pretrained=False, num_classes=0, in_chans=config.num_channels, **kwargs
+    )
     if config.stem_padding is not None:
         # Apple's ViT-B/16 stem (v1 MobileCLIP-B) pads its first 4x4/4 conv by 1; timm's vit_base_mci_224 by 0.
         tower.patch_embed.backbone[0].conv.padding = (config.stem_padding, config.stem_padding)
@@ -359,7 +363,11 @@ class MobileCLIPPreTrainedModel(PreTrainedModel):
         """
         tower_configs = [
             c
-            for c in (self.config, getattr(self.config, "text_config", None), getattr(self.config, "vision_config", None))
+            for c in (
+                self.config,
+                getattr(self.config, "text_config", None),
+                getattr(self.config, "vision_config", None),
+            )
             if isinstance(c, (MobileCLIPTextConfig, MobileCLIPVisionConfig))
         ]
         # timm's block-level reparameterize() is not idempotent (RepMixer re-fuses deleted branches): guard here.
@@ -393,7 +401,9 @@ class MobileCLIPTextModelWithProjection(MobileCLIPPreTrainedModel):
         self.text_projection = nn.Linear(text_config.hidden_size, text_config.projection_dim, bias=False)
         self.post_init()
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs) -> MobileCLIPTextModelOutput:
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs
+    ) -> MobileCLIPTextModelOutput:
         """`attention_mask` is accepted and ignored: MobileCLIP text towers have no padding mask."""
         out = self.text_model(input_ids)
         return MobileCLIPTextModelOutput(
@@ -461,7 +471,9 @@ class MobileCLIPModel(MobileCLIPPreTrainedModel):
         }
         return super().save_pretrained(save_directory, *args, **kwargs)
 
-    def get_text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs) -> BaseModelOutputWithPooling:
+    def get_text_features(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs
+    ) -> BaseModelOutputWithPooling:
         """Projected, un-normalised text embeddings in `pooler_output` (transformers 5 convention).
 
         `attention_mask` is accepted and ignored: MobileCLIP text towers have no padding mask.

@@ -55,22 +55,40 @@ def image_inputs(batch: int = 2, size: int = 256, seed: int = 0) -> torch.Tensor
     return torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(seed))
 
 
-def tiny_config(text_tower: str = "transformer", architecture: str = "fastvit_mci0", causal: bool = False,
-                vocab_size: int = 49408, context_length: int = 16, **kwargs) -> MobileCLIPConfig:
+def tiny_config(
+    text_tower: str = "transformer",
+    architecture: str = "fastvit_mci0",
+    causal: bool = False,
+    vocab_size: int = 49408,
+    context_length: int = 16,
+    **kwargs,
+) -> MobileCLIPConfig:
     """A MobileCLIP config small enough for fast CPU tests, with every block type of the chosen towers."""
     text = MobileCLIPTextConfig(
-        vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-        max_position_embeddings=context_length, text_tower=text_tower, use_causal_mask=causal, projection_dim=24,
-        eos_token_id=vocab_size - 1, bos_token_id=vocab_size - 2,
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=context_length,
+        text_tower=text_tower,
+        use_causal_mask=causal,
+        projection_dim=24,
+        eos_token_id=vocab_size - 1,
+        bos_token_id=vocab_size - 2,
     )
     if architecture.startswith("fastvit_"):
         vision = MobileCLIPVisionConfig(
-            architecture=architecture, image_size=64, projection_dim=24,
+            architecture=architecture,
+            image_size=64,
+            projection_dim=24,
             model_args={"layers": [1, 1, 1, 1], "embed_dims": [16, 16, 32, 64]},
         )
     else:
         vision = MobileCLIPVisionConfig(
-            architecture=architecture, image_size=28, projection_dim=24,
+            architecture=architecture,
+            image_size=28,
+            projection_dim=24,
             model_args={"embed_dim": 32, "depth": 2, "num_heads": 2},
         )
     return MobileCLIPConfig(text_config=text, vision_config=vision, projection_dim=24, **kwargs)

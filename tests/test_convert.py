@@ -24,7 +24,17 @@ def open_clip_s0(tmp_path_factory):
 def test_cli_converts_verifies_and_writes_model_and_processor(open_clip_s0, tmp_path, caplog):
     reference, path = open_clip_s0
     caplog.set_level("INFO")
-    main(["--variant", "mobileclip2-s0", "--checkpoint", str(path), "--output", str(tmp_path / "out"), "--reparameterize"])
+    main(
+        [
+            "--variant",
+            "mobileclip2-s0",
+            "--checkpoint",
+            str(path),
+            "--output",
+            str(tmp_path / "out"),
+            "--reparameterize",
+        ]
+    )
     assert "Verified against open_clip" in caplog.text
     model = MobileCLIPModel.from_pretrained(tmp_path / "out").eval()
     assert model.config.vision_config.reparameterized and model.config.variant == "mobileclip2-s0"
@@ -32,7 +42,9 @@ def test_cli_converts_verifies_and_writes_model_and_processor(open_clip_s0, tmp_
     assert processor.image_processor.crop_size == {"height": 256, "width": 256}
     input_ids, pixel_values = text_inputs(2), image_inputs(2)
     with torch.no_grad():
-        assert (model.get_image_features(pixel_values).pooler_output - reference.encode_image(pixel_values)).abs().max() < 1e-5
+        assert (
+            model.get_image_features(pixel_values).pooler_output - reference.encode_image(pixel_values)
+        ).abs().max() < 1e-5
         assert (model.get_text_features(input_ids).pooler_output - reference.encode_text(input_ids)).abs().max() < 1e-5
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".convert-")]
 

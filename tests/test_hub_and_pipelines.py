@@ -39,7 +39,8 @@ def saved_model(tmp_path_factory):
     torch.manual_seed(0)
     model = randomize_(MobileCLIPModel(tiny_config("mct", context_length=77)))
     processor = MobileCLIPProcessor(
-        MobileCLIPImageProcessor(size={"shortest_edge": 64}, crop_size={"height": 64, "width": 64}), MobileCLIPTokenizer()
+        MobileCLIPImageProcessor(size={"shortest_edge": 64}, crop_size={"height": 64, "width": 64}),
+        MobileCLIPTokenizer(),
     )
     model.save_pretrained(path)
     processor.save_pretrained(path)

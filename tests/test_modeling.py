@@ -59,8 +59,10 @@ def test_loss_matches_manual_computation():
     input_ids, pixel_values = text_inputs(3, 16), image_inputs(3, 64)
     out = model(input_ids=input_ids, pixel_values=pixel_values, return_loss=True)
     labels = torch.arange(3)
-    expected = (torch.nn.functional.cross_entropy(out.logits_per_image, labels)
-                + torch.nn.functional.cross_entropy(out.logits_per_text, labels)) / 2
+    expected = (
+        torch.nn.functional.cross_entropy(out.logits_per_image, labels)
+        + torch.nn.functional.cross_entropy(out.logits_per_text, labels)
+    ) / 2
     torch.testing.assert_close(out.loss, expected)
     out.loss.backward()
     missing = [name for name, p in model.named_parameters() if p.grad is None]
@@ -73,7 +75,9 @@ def test_text_padding_is_done_in_the_model():
     full = text_inputs(2, 16)
     short = full[:, : int((full > 0).sum(1).max())]
     with torch.no_grad():
-        torch.testing.assert_close(model.get_text_features(short).pooler_output, model.get_text_features(full).pooler_output)
+        torch.testing.assert_close(
+            model.get_text_features(short).pooler_output, model.get_text_features(full).pooler_output
+        )
         padded_with_eot = torch.where(full == 0, torch.full_like(full, 1), full)
         assert not torch.allclose(
             model.get_text_features(padded_with_eot).pooler_output, model.get_text_features(full).pooler_output
@@ -85,7 +89,9 @@ def test_causal_tower_ignores_tokens_after_eot():
     ids = text_inputs(2, 16)
     changed = torch.where(ids == 0, torch.full_like(ids, 5), ids)
     with torch.no_grad():
-        torch.testing.assert_close(model.get_text_features(changed).pooler_output, model.get_text_features(ids).pooler_output)
+        torch.testing.assert_close(
+            model.get_text_features(changed).pooler_output, model.get_text_features(ids).pooler_output
+        )
 
 
 @pytest.mark.parametrize("use_conv", [False, True])

@@ -75,9 +75,11 @@ def test_timm_image_tower_parity(variant):
 
 
 def test_v1_b_differs_from_timm_definition():
-    """The stem padding / LayerNorm eps switch is load-bearing: with timm's defaults, v1 B weights give other outputs."""
+    """The stem padding / LayerNorm eps switch is load-bearing: timm's defaults give other outputs for v1 B weights."""
     mobileclip = pytest.importorskip("mobileclip")
-    reference = randomize_(mobileclip.create_model_and_transforms("mobileclip_b", pretrained=None, reparameterize=False)[0])
+    reference = randomize_(
+        mobileclip.create_model_and_transforms("mobileclip_b", pretrained=None, reparameterize=False)[0]
+    )
     from modeling_mobileclip.configuration_mobileclip import MobileCLIPConfig
     from modeling_mobileclip.convert import convert_state_dict, load_strict
     from modeling_mobileclip.modeling_mobileclip import MobileCLIPModel
