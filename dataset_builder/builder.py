@@ -1,0 +1,309 @@
+"""Build a reinforced (DataCompDR-style) dataset: sharded, resumable, deterministic.
+
+Output layout of ``output_dir``::
+
+    data/train-{shard:05d}-of-{num_shards:05d}.parquet   the rows (one parquet file per shard)
+    README.md          dataset card: YAML ``configs`` (data_files ``data/train-*.parquet``), ``dataset_info`` features
+                       and ``reinforcement`` (the metadata below)
+    reinforcement.json {"num_augmentations": K, "num_synthetic_captions": N,
+                        "teachers": [{"name": str, "dim": int, "logit_scale": float}, ...],
+                        "embedding_dim": D (sum of teacher dims), "dtype": "float16",
+                        "augmentation": {"scale": [0.08, 1.0], "ratio": [0.75, 1.333...], "num_ops": 2,
+                                         "magnitude": 9, "num_magnitude_bins": 31, "teacher_resolution": 224},
+                        "seed": int, "source": str}
+    report.json        rows in/out, skipped rows per reason (with examples), storage bytes per sample and column
+    .build/            fingerprint of the build settings and one report per finished shard (used on resume)
+
+Columns (``datasets.Features``, in this order):
+
+* ``key``: string, unique sample key (the key column, or the 12-digit row index in the input).
+* ``image``: ``Image()``, the source JPEG/PNG bytes (other formats re-encoded as lossless PNG). With
+  ``store_images=False`` it is null and an extra ``image_ref`` string column holds the URL column or
+  ``"{source}#{row index}"``. Decode with ``datasets.Image`` (or PIL + ``ImageOps.exif_transpose``), then
+  ``.convert("RGB")``: the crop boxes refer to that image.
+* ``caption``: string, the real caption.
+* ``syn_captions``: ``List(string, length=N)``, synthetic captions (a variable-length, empty list when N = 0).
+* ``aug_params``: string, JSON list of K compressed augmentations, DataCompDR's ``paug.json["param_aug"]`` form
+  (see ``augment.py``): ``[[[i, j, h, w], [[op_index, magnitude], [op_index, magnitude]]], ...]``.
+* ``image_emb``: ``List(List(float16, length=D), length=K)``, teacher embeddings of the K augmentations.
+* ``text_emb``: ``List(List(float16, length=D), length=1 + N)``, the real caption first, then the N synthetic.
+
+Embedding row = concatenation over teachers (in ``teachers`` order) of each teacher's L2-normalised embedding, so
+every teacher slice has unit norm. ``dtype`` is ``float16`` (default) or ``float32``; ``bfloat16`` rounds values to
+bf16 and stores them as ``float32`` (parquet and ``datasets`` have no bf16 type).
+
+Determinism: augmentation parameters are seeded by ``seed_for_key(key, seed)`` and captions by a second per-key
+seed, so they do not depend on sharding, batching, process or worker. Embeddings depend only on the sample, up to
+float rounding of batched kernels (bit-identical for the same sharding and batch size on the same hardware).
+Resume: a shard is done iff its final parquet file exists (written to a temporary name, then ``os.replace``);
+rerunning the same command skips finished shards and rebuilds the rest from scratch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections import Counter
+from itertools import islice
+from typing import Any, Iterable, Iterator, Sequence
+
+import datasets
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from tqdm.auto import tqdm
+
+from .augment import MAGNITUDE, NUM_MAGNITUDE_BINS, NUM_OPS, RRC_RATIO, RRC_SCALE, seed_for_key
+from .card import SHARD_NAME, finalize_dataset, reinforced_features, settings_path, shard_path, write_json
+from .samples import PrepConfig, prepare_sample
+from .teachers import Teacher, TeacherEnsemble
+
+logger = logging.getLogger(__name__)
+STORAGE_DTYPES = {"float16": np.float16, "float32": np.float32, "bfloat16": np.float32}
+
+
+def plan_shards(dataset: Any, num_shards: int | None, samples_per_shard: int) -> tuple[int, Any]:
+    """Fix the shard count and return ``(num_shards, rows_of)``, ``rows_of(i)`` yielding ``(row_index, row)``.
+
+    Map-style datasets are cut into contiguous, near-equal ranges (``num_shards`` or ``ceil(len /
+    samples_per_shard)``). Iterable datasets keep their own input shards (files) when ``num_shards`` is None;
+    otherwise row r goes to shard ``r % num_shards`` (each process then reads the whole stream). Either way the
+    assignment depends only on the input order and the arguments.
+    """
+    if isinstance(dataset, datasets.IterableDataset):
+        if num_shards is None:
+            n = dataset.num_shards
+            return n, lambda i: ((f"{i:05d}-{j:07d}", row) for j, row in enumerate(dataset.shard(n, i)))
+        return num_shards, lambda i: islice(enumerate(dataset), i, None, num_shards)
+    total = len(dataset)
+    num_shards = num_shards or max(1, -(-total // samples_per_shard))
+    bounds = [total * i // num_shards for i in range(num_shards + 1)]
+    return num_shards, lambda i: ((j, dataset[j]) for j in range(bounds[i], bounds[i + 1]))
+
+
+class _ShardRows(torch.utils.data.Dataset):
+    """Rows of one map-style shard, prepared in DataLoader workers (order preserved by the DataLoader)."""
+
+    def __init__(self, dataset: Any, indices: range, cfg: PrepConfig):
+        self.dataset, self.indices, self.cfg = dataset, indices, cfg
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> dict:
+        index = self.indices[i]
+        return prepare_sample(self.dataset[index], index, self.cfg)
+
+
+def _prepared(dataset: Any, rows_of: Any, shard: int, num_shards: int, cfg: PrepConfig, batch_size: int,
+              num_workers: int) -> Iterator[list[dict]]:
+    """Batches of prepared samples of one shard, in input order."""
+    if isinstance(dataset, datasets.Dataset) and num_workers > 0:
+        total = len(dataset)
+        indices = range(total * shard // num_shards, total * (shard + 1) // num_shards)
+        loader = torch.utils.data.DataLoader(_ShardRows(dataset, indices, cfg), batch_size=batch_size,
+                                             num_workers=num_workers, collate_fn=list)
+        yield from loader
+        return
+    rows = (prepare_sample(row, index, cfg) for index, row in rows_of(shard))
+    while batch := list(islice(rows, batch_size)):
+        yield batch
+
+
+def _to_storage(x: torch.Tensor, dtype: str) -> np.ndarray:
+    if dtype == "bfloat16":
+        x = x.to(torch.bfloat16).float()
+    return x.numpy().astype(STORAGE_DTYPES[dtype])
+
+
+def reinforce_batch(samples: list[dict], ensemble: TeacherEnsemble, captioner: Any, num_synthetic_captions: int,
+                    seed: int, dtype: str) -> None:
+    """Fill ``syn_captions``, ``image_emb`` (K, D) and ``text_emb`` (1 + N, D) of prepared samples in place."""
+    if not samples:
+        return
+    if captioner is not None:
+        seeds = [seed_for_key(f"caption:{s['key']}", seed) for s in samples]
+        for s, syn in zip(samples, captioner.caption([s["image"] for s in samples], num_synthetic_captions, seeds)):
+            s["syn_captions"] = syn
+    for s in samples:
+        s["syn_captions"] = s["syn_captions"] or []
+        s.pop("image", None)
+    views = {view: torch.cat([s["views"][view] for s in samples]) for view in ensemble.views}
+    image_emb = ensemble.embed_images(views).view(len(samples), -1, ensemble.dim)
+    texts = [t for s in samples for t in [s["caption"], *s["syn_captions"]]]
+    text_emb = ensemble.embed_texts(texts).view(len(samples), -1, ensemble.dim)
+    for s, img, txt in zip(samples, image_emb, text_emb):
+        s["image_emb"], s["text_emb"] = _to_storage(img, dtype), _to_storage(txt, dtype)
+        del s["views"]
+
+
+def _fixed_list(values: np.ndarray) -> pa.Array:
+    # (n, K, D) -> fixed_size_list<fixed_size_list<value>[D]>[K], zero-copy from the flat buffer.
+    n, k, d = values.shape
+    flat = pa.array(values.reshape(-1))
+    return pa.FixedSizeListArray.from_arrays(pa.FixedSizeListArray.from_arrays(flat, d), k)
+
+
+def records_to_table(records: list[dict], features: datasets.Features, store_images: bool) -> pa.Table:
+    """Arrow table of finished samples with exactly ``features``' schema (and its ``huggingface`` metadata)."""
+    k, d = features["image_emb"].length, features["image_emb"].feature.length
+    n1 = features["text_emb"].length
+    dtype = STORAGE_DTYPES[features["image_emb"].feature.feature.dtype]
+    stack = (lambda name, rows: np.stack([r[name] for r in records]) if records
+             else np.zeros((0, rows, d), dtype))
+    schema = features.arrow_schema
+    columns = {
+        "key": pa.array([r["key"] for r in records], pa.string()),
+        "image": pa.array([{"bytes": r["image_bytes"], "path": None} if store_images else None for r in records],
+                          schema.field("image").type),
+        "caption": pa.array([r["caption"] for r in records], pa.string()),
+        "syn_captions": pa.array([r["syn_captions"] for r in records], schema.field("syn_captions").type),
+        "aug_params": pa.array([json.dumps(r["aug_params"]) for r in records], pa.string()),
+        "image_emb": _fixed_list(stack("image_emb", k)),
+        "text_emb": _fixed_list(stack("text_emb", n1)),
+    }
+    if not store_images:
+        columns["image_ref"] = pa.array([r["image_ref"] for r in records], pa.string())
+    return pa.Table.from_arrays([columns[name] for name in features], schema=schema)
+
+
+def build_shard(shard: int, num_shards: int, batches: Iterable[list[dict]], ensemble: TeacherEnsemble,
+                captioner: Any, features: datasets.Features, output_dir: str, metadata: dict, store_images: bool,
+                progress: Any) -> dict:
+    """Reinforce one shard and write it atomically; returns the shard's report."""
+    records, skipped, examples, seen = [], Counter(), [], set()
+    for batch in batches:
+        good = []
+        for sample in batch:
+            if sample["skip"] is None and sample["key"] in seen:
+                sample.update(skip="duplicate_key", detail="")
+            if sample["skip"] is not None:
+                skipped[sample["skip"]] += 1
+                examples.append([sample["key"], sample["skip"], sample["detail"]])
+                logger.info("skipping %s: %s %s", sample["key"], sample["skip"], sample["detail"])
+                continue
+            seen.add(sample["key"])
+            good.append(sample)
+        reinforce_batch(good, ensemble, captioner, metadata["num_synthetic_captions"], metadata["seed"],
+                        metadata["dtype"])
+        records.extend(good)
+        progress.update(len(batch))
+    report = {"shard": shard, "rows_in": len(records) + sum(skipped.values()), "rows_out": len(records),
+              "skipped": dict(skipped), "examples": examples[:100]}
+    final = shard_path(output_dir, shard, num_shards)
+    tmp = os.path.join(os.path.dirname(final), f".tmp-{os.getpid()}-{os.path.basename(final)}")
+    pq.write_table(records_to_table(records, features, store_images), tmp)
+    write_json(os.path.join(output_dir, ".build", f"shard-{shard:05d}.json"), report)
+    os.replace(tmp, final)  # the shard counts as done only from here on
+    return report
+
+
+def _check_fingerprint(output_dir: str, settings: dict) -> None:
+    """Refuse to resume into a directory built with other settings (it would mix two datasets)."""
+    path = settings_path(output_dir)
+    if os.path.exists(path):
+        with open(path) as f:
+            old = json.load(f)
+        if old != json.loads(json.dumps(settings)):
+            raise ValueError(f"{output_dir} was built with other settings: {old} != {settings}; use a new directory")
+    else:
+        write_json(path, settings)
+
+
+def build_reinforced_dataset(
+    dataset: datasets.Dataset | datasets.IterableDataset,
+    output_dir: str,
+    teachers: Sequence[Teacher],
+    captioner: Any = None,
+    image_column: str = "image",
+    caption_column: str = "caption",
+    key_column: str | None = None,
+    url_column: str | None = None,
+    syn_captions_column: str | None = None,
+    num_augmentations: int = 30,
+    num_synthetic_captions: int = 5,
+    seed: int = 0,
+    num_shards: int | None = None,
+    samples_per_shard: int = 1000,
+    batch_size: int = 32,
+    num_workers: int = 0,
+    dtype: str = "float16",
+    store_images: bool = True,
+    aug_resolution: int = 224,
+    min_image_size: int = 2,
+    source: str = "",
+    rank: int = 0,
+    world_size: int = 1,
+    progress: bool = True,
+) -> dict | None:
+    """Reinforce ``dataset`` into ``output_dir`` (layout and columns in the module docstring).
+
+    Shard i is built by process ``i % world_size``; finished shards are skipped, so rerunning an interrupted
+    command resumes it. With ``world_size == 1`` the dataset card, ``reinforcement.json`` and ``report.json`` are
+    written at the end and the report is returned; otherwise call ``finalize_dataset(output_dir)`` once every
+    process is done.
+
+    Args:
+        dataset: Input rows with an image column (``Image`` feature, bytes, path or PIL) and a caption column.
+        output_dir: Output folder (created).
+        teachers: CLIP-style teachers; their order fixes the embedding layout.
+        captioner: Synthetic-caption generator (see ``captioner.py``), or None to read ``syn_captions_column`` (or
+            to store no synthetic captions when that is None too, with ``num_synthetic_captions=0``).
+        image_column, caption_column, key_column, url_column, syn_captions_column: Input column names.
+        num_augmentations: K stored augmentations per image.
+        num_synthetic_captions: N synthetic captions per image.
+        seed: Global seed of augmentations and caption sampling.
+        num_shards, samples_per_shard: Output sharding (see ``plan_shards``).
+        batch_size: Samples per teacher batch (each contributes K images and 1 + N texts).
+        num_workers: DataLoader workers decoding and augmenting (map-style inputs).
+        dtype: ``float16``, ``float32`` or ``bfloat16`` (stored as float32).
+        store_images: Store image bytes; False stores null and an ``image_ref`` column.
+        aug_resolution: Resolution the augmentations are sampled at (DataCompDR: 224).
+        min_image_size: Images with a side shorter than this are skipped.
+        source: Name of the input, stored in the metadata.
+        rank, world_size: This process and the number of processes.
+        progress: Show a tqdm bar (images/s).
+
+    Returns:
+        The final report (``report.json``) when ``world_size == 1``, else None.
+    """
+    if captioner is None and syn_captions_column is None and num_synthetic_captions:
+        raise ValueError("no captioner and no syn_captions_column: pass one, or num_synthetic_captions=0")
+    if dtype not in STORAGE_DTYPES:
+        raise ValueError(f"dtype must be one of {list(STORAGE_DTYPES)}")
+    if isinstance(dataset.features, datasets.Features) and isinstance(dataset.features.get(image_column),
+                                                                      datasets.Image):
+        # Decode ourselves: a corrupt image must become a skipped row, not an exception inside the iterator.
+        dataset = dataset.cast_column(image_column, datasets.Image(decode=False))
+    ensemble = TeacherEnsemble(teachers, aug_resolution)
+    num_shards, rows_of = plan_shards(dataset, num_shards, samples_per_shard)
+    metadata = {
+        "num_augmentations": num_augmentations, "num_synthetic_captions": num_synthetic_captions,
+        "teachers": ensemble.metadata(), "embedding_dim": ensemble.dim, "dtype": dtype,
+        "augmentation": {"scale": list(RRC_SCALE), "ratio": list(RRC_RATIO), "num_ops": NUM_OPS,
+                         "magnitude": MAGNITUDE, "num_magnitude_bins": NUM_MAGNITUDE_BINS,
+                         "teacher_resolution": aug_resolution},
+        "seed": seed, "source": source,
+    }
+    settings = {"metadata": metadata, "num_shards": num_shards, "store_images": store_images,
+                "min_image_size": min_image_size, "captioner": getattr(captioner, "name", None),
+                "syn_captions_column": syn_captions_column, "key_column": key_column}
+    os.makedirs(os.path.join(output_dir, "data"), exist_ok=True)
+    _check_fingerprint(output_dir, settings)
+    features = reinforced_features(num_augmentations, num_synthetic_captions, ensemble.dim, dtype, store_images)
+    cfg = PrepConfig(image_column, caption_column, ensemble.views, num_augmentations, seed, aug_resolution,
+                     key_column, url_column, syn_captions_column, num_synthetic_captions, min_image_size,
+                     keep_pil=captioner is not None, source=source)
+    todo = [s for s in range(rank, num_shards, world_size) if not os.path.exists(shard_path(output_dir, s, num_shards))]
+    with tqdm(desc=f"rank {rank}: {len(todo)} shards", unit="img", disable=not progress) as bar:
+        for shard in todo:
+            batches = _prepared(dataset, rows_of, shard, num_shards, cfg, batch_size, num_workers)
+            build_shard(shard, num_shards, batches, ensemble, captioner, features, output_dir, metadata, store_images,
+                        bar)
+    return finalize_dataset(output_dir) if world_size == 1 else None
+
+
+__all__ = ["SHARD_NAME", "build_reinforced_dataset", "build_shard", "plan_shards", "records_to_table",
+           "reinforce_batch", "shard_path"]

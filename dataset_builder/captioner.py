@@ -1,0 +1,171 @@
+"""Synthetic-caption generators: transformers image-to-text models and open_clip's CoCa (DataCompDR's captioner).
+
+Protocol: a captioner has ``name`` and ``caption(images, num_captions, seeds) -> list[list[str]]``, returning
+``num_captions`` strings per image. Sampling is nucleus sampling (top-p 0.9, as in DataCompDR) seeded per image:
+the N captions of one image are generated together (one batch of N) under a generator seeded from the sample's
+key, so the captions of a sample do not depend on which other samples share its batch, shard or process.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any, Iterator, Protocol, Sequence
+
+import torch
+from PIL import Image
+
+
+class Captioner(Protocol):
+    """What the builder needs from a captioner."""
+
+    name: str
+
+    def caption(self, images: Sequence[Image.Image], num_captions: int, seeds: Sequence[int]) -> list[list[str]]:
+        """Return ``num_captions`` captions for each image, sampling with ``seeds[i]`` for image i."""
+        ...
+
+
+@contextmanager
+def seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """Seed the global RNGs (generate() has no generator argument) and restore them afterwards."""
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed % 2**63)
+        yield
+
+
+def clean_caption(text: str, cut_at_period: bool = True) -> str:
+    """Strip and cut at the first "." like DataCompDR's CoCa post-processing; keeps the text if nothing is left."""
+    text = " ".join(text.split())
+    if cut_at_period and "." in text:
+        head = text.split(".", 1)[0].strip()
+        text = head or text
+    return text
+
+
+class TransformersCaptioner:
+    """Any transformers image-to-text model with ``generate`` (BLIP, GIT, vision-encoder-decoder, ...).
+
+    Args:
+        model: The model, on its device and dtype.
+        image_processor: Callable ``(images, return_tensors="pt") -> {"pixel_values": ...}`` (an image processor or
+            a processor).
+        tokenizer: Has ``batch_decode``; defaults to ``image_processor`` (a processor decodes too).
+        name: Metadata name.
+        max_new_tokens, top_p, prompt: Generation settings; ``prompt`` conditions BLIP-style models.
+        cut_at_period: Cut each caption at its first ".".
+    """
+
+    def __init__(self, model: torch.nn.Module, image_processor: Any, tokenizer: Any = None, name: str = "hf",
+                 max_new_tokens: int = 30, top_p: float = 0.9, prompt: str | None = None, cut_at_period: bool = True):
+        self.model = model.eval()
+        self.image_processor = image_processor
+        self.tokenizer = tokenizer or image_processor
+        self.name, self.max_new_tokens, self.top_p = name, max_new_tokens, top_p
+        self.prompt, self.cut_at_period = prompt, cut_at_period
+
+    @classmethod
+    def from_pretrained(cls, model_id: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+                        **kwargs: Any) -> "TransformersCaptioner":
+        """Load with ``AutoProcessor`` and ``AutoModelForImageTextToText`` (falling back to ``AutoModelForVision2Seq``
+        or ``VisionEncoderDecoderModel`` for older architectures)."""
+        import transformers
+        from transformers import AutoProcessor
+
+        processor = AutoProcessor.from_pretrained(model_id)
+        for auto in ("AutoModelForImageTextToText", "AutoModelForVision2Seq", "VisionEncoderDecoderModel"):
+            loader = getattr(transformers, auto, None)
+            try:
+                model = loader.from_pretrained(model_id, dtype=dtype)
+                break
+            except (ValueError, AttributeError, TypeError):
+                continue
+        else:
+            raise ValueError(f"{model_id} is not an image-to-text model")
+        return cls(model.to(device), processor, name=f"hf:{model_id}", **kwargs)
+
+    @torch.no_grad()
+    def caption(self, images: Sequence[Image.Image], num_captions: int, seeds: Sequence[int]) -> list[list[str]]:
+        device = next(self.model.parameters()).device
+        dtype = next(self.model.parameters()).dtype
+        captions = []
+        for image, seed in zip(images, seeds):
+            kwargs = {"text": [self.prompt]} if self.prompt else {}
+            inputs = self.image_processor(images=[image], return_tensors="pt", **kwargs)
+            inputs = {k: (v.to(device, dtype) if v.is_floating_point() else v.to(device)) for k, v in inputs.items()}
+            with seeded(seed, device):
+                out = self.model.generate(**inputs, do_sample=True, top_p=self.top_p, top_k=0,
+                                          num_return_sequences=num_captions, max_new_tokens=self.max_new_tokens)
+            if self.prompt and "input_ids" in inputs and not self.model.config.is_encoder_decoder:
+                out = out[:, inputs["input_ids"].shape[1]:]  # decoder-only models echo the prompt
+            texts = self.tokenizer.batch_decode(out, skip_special_tokens=True)
+            captions.append([clean_caption(t, self.cut_at_period) for t in texts])
+        return captions
+
+
+def _enable_coca_generate() -> None:
+    """open_clip 3.3 imports ``BeamSearchScorer``, which transformers 5 removed, and then disables ``generate``
+    altogether; top-p sampling uses none of it, so hand the module the transformers classes it does use."""
+    from open_clip import coca_model
+
+    if coca_model._has_transformers:
+        return
+    import transformers
+
+    names = ("LogitsProcessorList", "TopPLogitsWarper", "TopKLogitsWarper", "RepetitionPenaltyLogitsProcessor",
+             "MinLengthLogitsProcessor", "MaxLengthCriteria", "StoppingCriteriaList")
+    for name in names:
+        setattr(coca_model, name, getattr(transformers, name))
+    coca_model.GENERATION_TYPES.update(top_p=transformers.TopPLogitsWarper, top_k=transformers.TopKLogitsWarper)
+    coca_model._has_transformers = True
+
+
+class CoCaCaptioner:
+    """open_clip CoCa, DataCompDR's captioner: ``generate(generation_type="top_p", top_p=0.9,
+    fixed_output_length=True)``, decoded text cut at end-of-text and at the first ".".
+
+    Args:
+        model_name: e.g. ``"coca_ViT-L-14"``.
+        pretrained: open_clip tag (DataCompDR's exact tag is not published) or a checkpoint path.
+        device, dtype: Where and how it runs.
+        seq_len: Generated length in tokens.
+    """
+
+    def __init__(self, model_name: str = "coca_ViT-L-14", pretrained: str | None = "mscoco_finetuned_laion2b_s13b_b90k",
+                 device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, seq_len: int = 30):
+        import open_clip
+
+        _enable_coca_generate()
+        model, _, self.preprocess = open_clip.create_model_and_transforms(model_name, pretrained=pretrained)
+        self.model = model.to(device=device, dtype=dtype).eval()
+        self.name, self.seq_len = f"openclip:{model_name}:{pretrained}", seq_len
+        self._decode = open_clip.decode
+
+    @torch.no_grad()
+    def caption(self, images: Sequence[Image.Image], num_captions: int, seeds: Sequence[int]) -> list[list[str]]:
+        param = next(self.model.parameters())
+        captions = []
+        for image, seed in zip(images, seeds):
+            pixels = self.preprocess(image).unsqueeze(0).repeat(num_captions, 1, 1, 1).to(param.device, param.dtype)
+            with seeded(seed, param.device):
+                tokens = self.model.generate(pixels, generation_type="top_p", top_p=0.9, fixed_output_length=True,
+                                             seq_len=self.seq_len)
+            texts = [self._decode(t).split("<end_of_text>")[0].replace("<start_of_text>", "") for t in tokens]
+            captions.append([clean_caption(t) for t in texts])
+        return captions
+
+
+def load_captioner(spec: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> Any:
+    """Build a captioner from a CLI spec: ``openclip:<model>:<pretrained>``, ``hf:<id or folder>`` or ``none``."""
+    kind, _, rest = spec.partition(":")
+    if kind == "none":
+        return None
+    if kind == "openclip":
+        model_name, _, pretrained = rest.partition(":")
+        return CoCaCaptioner(model_name, pretrained or None, device=device, dtype=dtype)
+    if kind == "hf":
+        return TransformersCaptioner.from_pretrained(rest, device=device, dtype=dtype)
+    raise ValueError(f"unknown captioner spec {spec!r}; use 'openclip:<model>:<pretrained>', 'hf:<id>' or 'none'")
+
+
+__all__ = ["Captioner", "CoCaCaptioner", "TransformersCaptioner", "clean_caption", "load_captioner", "seeded"]
