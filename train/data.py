@@ -1,0 +1,397 @@
+"""Training data for MobileCLIP: reinforced datasets (DataCompDR format) and plain image-caption pairs.
+
+A reinforced dataset (written by `dataset_builder`) is a local folder or Hub dataset of parquet shards with a
+`reinforcement.json` next to them. Its columns are `key`, `image`, `caption`, `syn_captions` (N strings),
+`aug_params` (JSON list of K DataCompDR compressed augmentations), `image_emb` (K x D) and `text_emb` ((1 + N) x D,
+real caption first), D being the concatenation of the teachers' individually L2-normalised embeddings.
+
+One training sample (MOBILECLIP_SPEC.md §8.4, §9) is: one of the K stored augmentations chosen uniformly and replayed
+at the student's own resolution, interpolation and normalisation; its teacher embedding `image_emb[aug_idx]`; the
+real caption with `text_emb[0]`; and one synthetic caption j, chosen uniformly, with `text_emb[1 + j]`.
+
+Every random choice is a function of (seed, epoch, sample id) only, never of the worker, the rank or a global RNG, so
+a resumed run sees the same samples as an uninterrupted one. Samples are decoded and augmented in DataLoader workers.
+A corrupt sample (undecodable image, bad augmentation parameters, wrong embedding shape) is skipped and counted: the
+map-style dataset substitutes the next readable row, so every rank keeps the same batch size for the all-gather.
+"""
+
+import functools
+import json
+import logging
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import torch
+from datasets import Image as ImageFeature
+from datasets import load_dataset
+from datasets.distributed import split_dataset_by_node
+from PIL import Image
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import functional as TF
+
+from dataset_builder.augment import apply_augmentation, sample_augmentations, sample_crop, seed_for_key
+
+logger = logging.getLogger(__name__)
+
+RECIPES = ("reinforced", "clip", "online_distill")
+REQUIRED_COLUMNS = {
+    "reinforced": ("image", "caption", "syn_captions", "aug_params", "image_emb", "text_emb"),
+    "clip": ("image", "caption"),
+    "online_distill": ("image", "caption"),
+}
+# The map-style dataset gives up after this many consecutive unreadable rows: that is a broken dataset, not noise.
+MAX_CONSECUTIVE_CORRUPT = 64
+_MAX_WARNINGS = 10
+_IMAGE_DECODER = ImageFeature()
+
+
+@dataclass(frozen=True)
+class Reinforcement:
+    """What `reinforcement.json` says about the stored teacher embeddings.
+
+    Attributes:
+        num_augmentations: K stored augmentations per image.
+        num_synthetic_captions: N synthetic captions per image.
+        teacher_dims: width of each teacher's slice of the embeddings, in teacher order.
+        teacher_logit_scales: each teacher's logit scale (σ_k of the distillation targets).
+    """
+
+    num_augmentations: int
+    num_synthetic_captions: int
+    teacher_dims: tuple[int, ...]
+    teacher_logit_scales: tuple[float, ...]
+
+    @classmethod
+    def load(cls, source: str) -> "Reinforcement":
+        """Reads `reinforcement.json` from a local dataset folder or a Hub dataset repo."""
+        if os.path.isdir(source):
+            path = os.path.join(source, "reinforcement.json")
+            if not os.path.isfile(path):
+                raise FileNotFoundError(
+                    f"{path} not found: the reinforced recipe needs a dataset written by dataset_builder "
+                    "(or use recipe: clip for a plain image-caption dataset)"
+                )
+        else:
+            from huggingface_hub import hf_hub_download
+
+            path = hf_hub_download(source, "reinforcement.json", repo_type="dataset")
+        with open(path) as f:
+            meta = json.load(f)
+        teachers = meta["teachers"]
+        info = cls(
+            num_augmentations=int(meta["num_augmentations"]),
+            num_synthetic_captions=int(meta["num_synthetic_captions"]),
+            teacher_dims=tuple(int(t["dim"]) for t in teachers),
+            teacher_logit_scales=tuple(float(t["logit_scale"]) for t in teachers),
+        )
+        if sum(info.teacher_dims) != int(meta["embedding_dim"]):
+            raise ValueError(f"{path}: teacher dims {info.teacher_dims} do not sum to embedding_dim "
+                             f"{meta['embedding_dim']}")
+        if info.num_augmentations < 1 or info.num_synthetic_captions < 0:
+            raise ValueError(f"{path}: needs at least one augmentation, got {meta}")
+        return info
+
+    @property
+    def embedding_dim(self) -> int:
+        return sum(self.teacher_dims)
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """How a model wants its pixels: square size, resize interpolation, and mean/std (None: pixels in [0, 1])."""
+
+    size: int
+    interpolation: str = "bicubic"
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+    @classmethod
+    def from_image_processor(cls, image_processor, interpolation: str = "bicubic") -> "ImageSpec":
+        """The student's (or a teacher's) training resolution and normalisation, taken from its image processor."""
+        crop = image_processor.crop_size
+        size = crop["height"] if isinstance(crop, dict) else crop.height
+        normalize = image_processor.do_normalize and image_processor.image_mean is not None
+        mean = tuple(image_processor.image_mean) if normalize else None
+        std = tuple(image_processor.image_std) if normalize else None
+        return cls(size=int(size), interpolation=interpolation, mean=mean, std=std)
+
+    def to_tensor(self, image: Image.Image) -> torch.Tensor:
+        """uint8 PIL image -> float (3, H, W) in [0, 1], normalised if the model was trained normalised."""
+        pixels = TF.pil_to_tensor(image).float().div_(255.0)
+        return pixels if self.mean is None else TF.normalize(pixels, self.mean, self.std)
+
+
+class Tokenize:
+    """Tokenises captions to a fixed length (MobileCLIP text towers attend to padding, so always pad, with id 0)."""
+
+    def __init__(self, tokenizer, context_length: int):
+        self.tokenizer, self.context_length = tokenizer, context_length
+
+    def __call__(self, texts: list[str]) -> torch.Tensor:
+        return self.tokenizer(
+            texts, padding="max_length", max_length=self.context_length, truncation=True, return_tensors="pt"
+        )["input_ids"]
+
+
+def decode_image(image) -> Image.Image:
+    """Decodes a datasets `Image(decode=False)` value (`{"bytes", "path"}`) or a PIL image to RGB.
+
+    Decoded by `datasets.Image`, which applies the EXIF orientation, as dataset_builder does: the stored crop boxes
+    refer to that image. `convert` forces the full decode, so a truncated file fails here.
+    """
+    if not isinstance(image, Image.Image):
+        image = _IMAGE_DECODER.decode_example(image)
+    return image.convert("RGB")
+
+
+class SampleTransform:
+    """Turns one raw dataset row into model inputs; runs in DataLoader workers.
+
+    Args:
+        recipe: `"reinforced"`, `"clip"` or `"online_distill"`.
+        student: the student's image spec (RRC output size, interpolation, normalisation).
+        tokenize: the student's tokenizer at its context length.
+        seed: base seed of every per-sample random choice.
+        reinforcement: metadata of a reinforced dataset (reinforced recipe only).
+        teacher: image spec of the live teachers (online_distill only).
+        teacher_tokenize: the teachers' tokenizer (online_distill only).
+    """
+
+    def __init__(
+        self,
+        recipe: str,
+        student: ImageSpec,
+        tokenize: Tokenize,
+        seed: int,
+        reinforcement: Reinforcement | None = None,
+        teacher: ImageSpec | None = None,
+        teacher_tokenize: Tokenize | None = None,
+    ):
+        self.recipe, self.student, self.tokenize, self.seed = recipe, student, tokenize, seed
+        self.reinforcement, self.teacher, self.teacher_tokenize = reinforcement, teacher, teacher_tokenize
+
+    def __call__(self, row: dict, uid: str, epoch: int) -> dict[str, torch.Tensor]:
+        sample_seed = seed_for_key(f"{epoch}:{uid}", self.seed)
+        generator = torch.Generator().manual_seed(sample_seed)
+        image = decode_image(row["image"])
+        caption = str(row["caption"])
+        if self.recipe == "reinforced":
+            return self._reinforced(row, image, caption, generator)
+        if self.recipe == "clip":
+            # Plain CLIP baseline: a standard RandomResizedCrop, drawn from the per-sample generator.
+            i, j, h, w = sample_crop((image.height, image.width), generator)
+            crop = TF.resized_crop(image, i, j, h, w, [self.student.size] * 2, _interpolation(self.student))
+            return {"pixel_values": self.student.to_tensor(crop), "input_ids": self.tokenize([caption])[0]}
+        # online_distill: a fresh DataCompDR-style augmentation (RRC + RandAugment), shown to the student and, at the
+        # teachers' resolution, to the teachers, like dataset_builder does offline.
+        params = sample_augmentations((image.height, image.width), 1, sample_seed)[0]
+        return {
+            "pixel_values": self.student.to_tensor(self._replay(image, params, self.student)),
+            "input_ids": self.tokenize([caption])[0],
+            "teacher_pixel_values": self.teacher.to_tensor(self._replay(image, params, self.teacher)),
+            "teacher_input_ids": self.teacher_tokenize([caption])[0],
+        }
+
+    def _reinforced(self, row: dict, image: Image.Image, caption: str, generator: torch.Generator) -> dict:
+        info = self.reinforcement
+        aug_params = json.loads(row["aug_params"])
+        image_emb, text_emb = np.asarray(row["image_emb"]), np.asarray(row["text_emb"])
+        syn_captions = list(row["syn_captions"])
+        expected = {
+            "aug_params": (len(aug_params), info.num_augmentations),
+            "image_emb": (image_emb.shape, (info.num_augmentations, info.embedding_dim)),
+            "text_emb": (text_emb.shape, (1 + info.num_synthetic_captions, info.embedding_dim)),
+            "syn_captions": (len(syn_captions), info.num_synthetic_captions),
+        }
+        for name, (got, want) in expected.items():
+            if got != want:
+                raise ValueError(f"{name} has shape/length {got}, expected {want} (reinforcement.json)")
+        aug_idx = int(torch.randint(info.num_augmentations, (1,), generator=generator))
+        texts, rows = [caption], [image_emb[aug_idx], text_emb[0]]
+        if info.num_synthetic_captions:  # a dataset may have none (N = 0): then only the real-caption batch
+            syn_idx = int(torch.randint(info.num_synthetic_captions, (1,), generator=generator))
+            texts, rows = texts + [str(syn_captions[syn_idx])], rows + [text_emb[1 + syn_idx]]
+        tokens, teacher = self.tokenize(texts), torch.from_numpy(np.stack(rows)).float()
+        if not torch.isfinite(teacher).all():
+            raise ValueError("non-finite teacher embedding")
+        sample = {
+            "pixel_values": self.student.to_tensor(self._replay(image, aug_params[aug_idx], self.student)),
+            "input_ids": tokens[0],
+            "teacher_image_embeds": teacher[0],
+            "teacher_text_embeds": teacher[1],
+        }
+        if info.num_synthetic_captions:
+            sample.update(syn_input_ids=tokens[1], teacher_syn_text_embeds=teacher[2])
+        return sample
+
+    @staticmethod
+    def _replay(image: Image.Image, params, spec: ImageSpec) -> Image.Image:
+        # The same crop box, in source pixels, re-cropped at this model's size (Apple's `reapply`, §8.4).
+        return apply_augmentation(image, params, spec.size, _interpolation(spec))
+
+
+def _interpolation(spec: ImageSpec) -> InterpolationMode:
+    return InterpolationMode(spec.interpolation)
+
+
+def _warn_corrupt(count: int, uid: str, error: Exception) -> None:
+    if count <= _MAX_WARNINGS:
+        logger.warning("Skipping corrupt sample %s: %s: %s", uid, type(error).__name__, error)
+
+
+class MapStyleDataset(torch.utils.data.Dataset):
+    """A local (map-style) dataset: index -> transformed sample; corrupt rows are replaced by the next good one."""
+
+    def __init__(self, dataset, transform: SampleTransform):
+        self.dataset, self.transform, self.epoch, self._skipped = dataset, transform, 0, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called before each epoch; workers are re-created per epoch, so they see the new value."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        for offset in range(MAX_CONSECUTIVE_CORRUPT):
+            row_index = (index + offset) % len(self.dataset)
+            try:
+                sample = self.transform(self.dataset[row_index], str(row_index), self.epoch)
+            except Exception as error:  # any unreadable row is data noise; the training must go on
+                self._skipped += 1
+                _warn_corrupt(self._skipped, f"row {row_index}", error)
+                continue
+            return {**sample, "num_skipped": offset}
+        raise RuntimeError(f"{MAX_CONSECUTIVE_CORRUPT} consecutive corrupt rows from row {index}: is the data broken?")
+
+
+class StreamingDataset(torch.utils.data.IterableDataset):
+    """A streamed dataset, already split by rank: an endless stream of epochs (`--dataset-resampled` in the paper).
+
+    Endless, because ranks receive different amounts of data and must never run out at different times.
+    Each DataLoader worker reads its own parquet shards (datasets splits them by worker).
+    """
+
+    def __init__(self, dataset, transform: SampleTransform):
+        self.dataset, self.transform = dataset, transform
+
+    def __iter__(self):
+        skipped, epoch, position = 0, 0, 0
+        while True:
+            self.dataset.set_epoch(epoch)  # reshuffles shard order and buffer with seed + epoch
+            empty = True
+            for row in self.dataset:
+                empty = False
+                uid = str(row["key"]) if "key" in row else f"{epoch}:{position}"
+                position += 1
+                try:
+                    sample = self.transform(row, uid, epoch)
+                except Exception as error:
+                    skipped += 1
+                    _warn_corrupt(skipped, uid, error)
+                    continue
+                yield {**sample, "num_skipped": skipped}
+                skipped = 0
+            if empty:  # a worker with no shard of its own: stop instead of spinning
+                return
+            epoch += 1
+
+
+def collate(samples: list[dict]) -> dict[str, torch.Tensor]:
+    """Stacks samples into a batch; `num_skipped` becomes the number of corrupt rows skipped for this batch."""
+    batch = {key: torch.stack([s[key] for s in samples]) for key in samples[0] if key != "num_skipped"}
+    batch["num_skipped"] = torch.tensor(sum(s["num_skipped"] for s in samples))
+    return batch
+
+
+def check_columns(column_names: list[str] | None, recipe: str, source: str) -> None:
+    """Raises a clear error if the dataset lacks a column the recipe needs."""
+    missing = [c for c in REQUIRED_COLUMNS[recipe] if c not in (column_names or [])]
+    if missing:
+        hint = " Use recipe: clip for a dataset of plain image-caption pairs." if recipe == "reinforced" else ""
+        raise ValueError(
+            f"Dataset {source!r} lacks the column(s) {missing} needed by recipe {recipe!r} "
+            f"(it has {column_names}).{hint}"
+        )
+
+
+def _variable_length(table: pa.Table, columns: list[str]) -> pa.Table:
+    """Casts fixed-size nested list columns to variable-length lists of the same values."""
+    for name in columns:
+        value_type = table.schema.field(name).type.value_type.value_type
+        column = table[name].cast(pa.list_(pa.list_(value_type)))
+        table = table.set_column(table.schema.get_field_index(name), name, column)
+    return table
+
+
+def load_train_dataset(
+    source: str,
+    split: str,
+    recipe: str,
+    streaming: bool,
+    seed: int,
+    shuffle_buffer_size: int,
+    rank: int,
+    world_size: int,
+    cache_dir: str | None = None,
+):
+    """Loads the raw rows: a map-style `Dataset`, or a shuffled `IterableDataset` already split for this rank.
+
+    Images are kept encoded (`Image(decode=False)`) so that they are decoded in the workers, where a failure can be
+    caught per sample. Embeddings come as NumPy arrays: per-example Python lists of floats are ~4x slower (§4.4).
+    """
+    dataset = load_dataset(source, split=split, streaming=streaming, cache_dir=cache_dir)
+    check_columns(dataset.column_names, recipe, source)
+    needed = list(REQUIRED_COLUMNS[recipe]) + (["key"] if "key" in dataset.column_names else [])
+    if streaming and set(dataset.column_names) - set(needed):
+        # Reload with a projection pushed down to parquet: select_columns would still read every column (§4.5).
+        dataset = load_dataset(source, split=split, streaming=True, columns=needed)
+    dataset = dataset.select_columns(needed).cast_column("image", ImageFeature(decode=False))
+    numeric = [c for c in ("image_emb", "text_emb") if c in needed]
+    if not streaming:
+        return dataset.with_format("numpy", columns=numeric, output_all_columns=True) if numeric else dataset
+    if numeric:
+        # pyarrow 26.0.1's `take` reads garbage from a *sliced* list<fixed_size_list> array, and the streaming shuffle
+        # buffer takes rows from sliced tables: some teacher embeddings come out silently corrupted. Variable-length
+        # lists are taken correctly, so convert before shuffling (a per-batch cast, before the buffer).
+        dataset = dataset.with_format("arrow").map(functools.partial(_variable_length, columns=numeric), batched=True)
+        dataset = dataset.with_format("numpy")  # strings and image bytes pass through unchanged
+    dataset = dataset.shuffle(seed=seed, buffer_size=shuffle_buffer_size)
+    # Split here and never prepare() this loader: both together would shard twice and skip half the data (§5.4).
+    return split_dataset_by_node(dataset, rank=rank, world_size=world_size)
+
+
+def build_train_dataloader(
+    dataset, transform: SampleTransform, batch_size: int, num_workers: int, streaming: bool
+) -> torch.utils.data.DataLoader:
+    """The per-device training DataLoader; `drop_last` because the loss all-gathers equal-sized batches."""
+    if streaming:
+        # datasets gives each worker whole shards; more workers than shards would sit idle.
+        workers = min(num_workers, dataset.n_shards)
+        return torch.utils.data.DataLoader(
+            StreamingDataset(dataset, transform), batch_size=batch_size, num_workers=workers, collate_fn=collate,
+            drop_last=True,
+        )
+    return torch.utils.data.DataLoader(
+        MapStyleDataset(dataset, transform), batch_size=batch_size, shuffle=True, num_workers=num_workers,
+        collate_fn=collate, drop_last=True,
+    )
+
+
+__all__ = [
+    "RECIPES",
+    "REQUIRED_COLUMNS",
+    "ImageSpec",
+    "MapStyleDataset",
+    "Reinforcement",
+    "SampleTransform",
+    "StreamingDataset",
+    "Tokenize",
+    "build_train_dataloader",
+    "check_columns",
+    "collate",
+    "decode_image",
+    "load_train_dataset",
+]

@@ -1,0 +1,526 @@
+"""Train MobileCLIP with multi-modal reinforced training, or the CLIP and online-distillation baselines.
+
+MobileCLIP (Vasu et al., CVPR 2024) trains on a reinforced dataset (DataCompDR), whose stored augmentations,
+synthetic captions and teacher embeddings make distillation free of teacher passes. Recipes (`recipe:`):
+
+* `reinforced`: the paper's loss, `train/loss.py` `ReinforcedCLIPLoss` (teachers and scales from reinforcement.json);
+* `clip`: plain CLIP on `image` + `caption` with a RandomResizedCrop;
+* `online_distill`: the same distillation with the teachers run live (MobileCLIP/CLIP models from local folders).
+
+Runs on one CPU or GPU, several GPUs (DDP), or several CPU processes (gloo), in fp32, bf16 or fp16:
+
+    accelerate launch train/train.py --config train/configs/datacompdr12m_s0.yaml [key=value ...]
+    # Two real processes on a CPU-only machine (`--cpu --num_processes 2` silently runs one; HF_CONVENTIONS.md §5.2):
+    ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 --main_process_port 0 train/train.py ...
+
+Order of accelerate's `complete_cv_example`: config, Accelerator, trackers, seed, model, data, optimizer and
+scheduler, prepare, resume, loop (accumulate, backward, step on sync), evaluate, log, save_state, save_pretrained.
+"""
+
+import argparse
+import difflib
+import functools
+import json
+import math
+import os
+import sys
+import time
+import types
+import typing
+from dataclasses import asdict, dataclass, field, fields
+
+# Run as a script, Python puts train/ first on sys.path, where this file would shadow the `train` package.
+if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
+    sys.path[0] = os.path.dirname(sys.path[0])
+# Captions are tokenised two at a time in forked DataLoader workers: the Rust thread pool would only warn there.
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import torch
+import torch.nn.functional as F
+import yaml
+from accelerate import Accelerator, DataLoaderConfiguration
+from accelerate.tracking import LOGGER_TYPE_TO_CLASS, GeneralTracker, get_available_trackers
+from accelerate.utils import ProjectConfiguration, set_seed
+from tqdm.auto import tqdm
+
+from train.data import (
+    RECIPES,
+    ImageSpec,
+    Reinforcement,
+    SampleTransform,
+    StreamingDataset,
+    Tokenize,
+    build_train_dataloader,
+    load_train_dataset,
+)
+from train.evaluate import TEMPLATES, context_length, load_eval_task, load_model_and_processor, run_eval_tasks
+from train.loss import ReinforcedCLIPLoss
+
+MAX_LOGIT_SCALE = math.log(100)  # the learned temperature is clamped to 100 after every step (open_clip, §8.3)
+TEACHER_KEYS = ("teacher_image_embeds", "teacher_text_embeds", "teacher_syn_text_embeds")
+
+
+@dataclass
+class TrainConfig:
+    """Every key a YAML config may set. Defaults are the paper's DataCompDR-12M recipe (MOBILECLIP_SPEC.md §8.3)."""
+
+    # Model and data
+    model: str = "mobileclip-s0"  # variant name (random init), or folder / Hub id (weights if present)
+    recipe: str = "reinforced"  # reinforced | clip | online_distill
+    train_dataset: str = ""  # local dataset folder (map-style) or Hub dataset id (streamed)
+    train_split: str = "train"
+    streaming: bool | None = None  # None: stream Hub ids, read local folders map-style
+    shuffle_buffer_size: int = 10_000  # streaming only
+    num_workers: int = 4  # DataLoader workers per process (decoding and augmentation happen there)
+    dataset_cache_dir: str | None = None  # datasets' Arrow cache for local folders (default: HF_DATASETS_CACHE)
+    interpolation: str = "bicubic"  # student resize of the replayed crop (DataCompDR config; §8.4)
+    teacher_models: list[str] = field(default_factory=list)  # online_distill: teacher folders (same input size)
+    teacher_logit_scale: float | list[float] | None = None  # None: reinforcement.json's, or 100 for online_distill
+    loss_weights: list[float] = field(default_factory=lambda: [0.0, 1.0])  # (w_clip, w_distill), paper's (1-λ, λ)
+    # Optimisation (OpenCLIP AdamW, warmup then cosine)
+    global_batch_size: int = 8192  # = per-device batch x processes x gradient_accumulation_steps
+    gradient_accumulation_steps: int = 1  # note: each micro-batch only sees its own negatives (§5.1)
+    train_steps: int = 30_000  # optimizer steps; also the length of the cosine schedule
+    lr: float = 1e-3
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float | None = None  # None: 1e-6 for ViT image towers, else 1e-8 (open_clip)
+    weight_decay: float = 0.2  # not applied to biases, norms, logit_scale (every parameter with ndim < 2)
+    lr_scheduler: str = "cosine"  # cosine | constant (both after the linear warmup)
+    warmup_steps: int = 1000
+    max_grad_norm: float = 1.0  # 0 disables clipping
+    mixed_precision: str = "bf16"  # no | bf16 | fp16 (fp16 needs a GPU: on CPU accelerate silently runs fp32)
+    gradient_checkpointing: bool = False
+    torch_compile: bool = False
+    seed: int = 0
+    # Checkpoints and logging
+    output_dir: str = "outputs/mobileclip"
+    save_every: int = 1000  # accelerator.save_state every N steps (0: only at the end)
+    save_total_limit: int | None = 3
+    resume_from_checkpoint: str | None = None  # "latest" (none yet: start fresh) or a checkpoint folder
+    stop_after_steps: int | None = None  # exit after N steps as if killed, without a final checkpoint (tests)
+    report_to: list[str] = field(default_factory=lambda: ["tensorboard"])  # accelerate trackers, or ["none"]
+    run_name: str = "mobileclip"
+    log_every: int = 10
+    push_to_hub: bool = False
+    hub_model_id: str | None = None
+    # Evaluation (eval_every steps and at the end)
+    eval_every: int = 0  # 0: only at the end, if an eval dataset is given
+    eval_zeroshot_dataset: str | None = None  # labelled images: `image`, ClassLabel `label`
+    eval_zeroshot_split: str = "validation"
+    eval_class_names: list[str] | None = None  # default: the ClassLabel's names
+    eval_templates: str | list[str] = "openai"  # a name in evaluate.TEMPLATES or a list of "... {} ..." prompts
+    eval_retrieval_dataset: str | None = None  # image-caption pairs: `image`, `caption` (string or list)
+    eval_retrieval_split: str = "test"
+    eval_batch_size: int = 256
+    eval_max_samples: int | None = None
+
+    def __post_init__(self):
+        if self.mixed_precision is False:  # YAML 1.1 reads an unquoted `no` as false
+            self.mixed_precision = "no"
+        errors = []
+        for f in fields(self):
+            try:
+                setattr(self, f.name, _convert(getattr(self, f.name), f.type))
+            except TypeError:
+                value = getattr(self, f.name)
+                expected = f.type.__name__ if type(f.type) is type else str(f.type)  # int, list[float], ...
+                errors.append(f"{f.name} must be {expected}, got {value!r} ({type(value).__name__})")
+        if not errors:  # the value checks assume the right types
+            errors = _value_errors(self)
+        if errors:
+            raise ValueError("Invalid config:\n  " + "\n  ".join(errors))
+
+
+_CHOICES = {
+    "recipe": RECIPES,
+    "mixed_precision": ("no", "bf16", "fp16"),
+    "lr_scheduler": ("cosine", "constant"),
+    "interpolation": ("bilinear", "bicubic", "nearest"),
+}
+_POSITIVE = ("global_batch_size", "gradient_accumulation_steps", "train_steps", "lr", "log_every", "eval_batch_size",
+             "shuffle_buffer_size", "stop_after_steps", "save_total_limit", "eval_max_samples")
+_NON_NEGATIVE = ("weight_decay", "warmup_steps", "max_grad_norm", "save_every", "eval_every", "num_workers")
+
+
+def _value_errors(cfg: TrainConfig) -> list[str]:
+    """Everything wrong with the values of a well-typed config."""
+    value = functools.partial(getattr, cfg)
+    errors = [f"{k} must be one of {v}, got {value(k)!r}" for k, v in _CHOICES.items() if value(k) not in v]
+    errors += [f"{k} must be > 0, got {value(k)}" for k in _POSITIVE if value(k) is not None and value(k) <= 0]
+    errors += [f"{k} must be >= 0, got {value(k)}" for k in _NON_NEGATIVE if value(k) < 0]
+    errors += [f"{k} must be in [0, 1), got {value(k)}" for k in ("beta1", "beta2") if not 0 <= value(k) < 1]
+    if not cfg.train_dataset:
+        errors.append("train_dataset is required (a local folder or a Hub dataset id)")
+    if len(cfg.loss_weights) != 2:
+        errors.append(f"loss_weights must be [w_clip, w_distill], got {cfg.loss_weights}")
+    if cfg.recipe == "online_distill" and not cfg.teacher_models:
+        errors.append("recipe online_distill needs teacher_models (folders of MobileCLIP/CLIP models)")
+    if isinstance(cfg.eval_templates, str) and cfg.eval_templates not in TEMPLATES:
+        errors.append(f"eval_templates must be one of {sorted(TEMPLATES)} or a list, got {cfg.eval_templates!r}")
+    trackers = [t for t in cfg.report_to if t != "none"]
+    if unknown := [t for t in trackers if t not in LOGGER_TYPE_TO_CLASS]:
+        errors.append(f"report_to has unknown trackers {unknown}; known: {sorted(LOGGER_TYPE_TO_CLASS)} or none")
+    # accelerate silently drops a known tracker whose package is missing.
+    elif missing := [t for t in trackers if t not in map(str, get_available_trackers())]:
+        errors.append(f"report_to: {missing} requested but not installed (pip install {' '.join(missing)})")
+    return errors
+
+
+def _convert(value, annotation):
+    """`value` as an instance of `annotation` (an int for a float is converted, and so is a string such as "1e-3",
+    which YAML 1.1 reads as a string), or TypeError."""
+    is_union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    for option in typing.get_args(annotation) if is_union else (annotation,):
+        if option is type(None) and value is None:
+            return None
+        if typing.get_origin(option) is list and isinstance(value, list):
+            try:
+                return [_convert(item, typing.get_args(option)[0]) for item in value]
+            except TypeError:
+                continue
+        if option in (bool, int, str) and type(value) is option:  # type(), so that True is not taken for an int
+            return value
+        if option is float and type(value) in (int, float, str):
+            try:
+                return float(value)
+            except ValueError:
+                continue
+    raise TypeError(f"{value!r} is not {annotation}")
+
+
+def load_config(path: str, overrides: list[str] = ()) -> TrainConfig:
+    """Reads a YAML config and applies `key=value` overrides (values parsed as YAML); unknown keys are errors."""
+    with open(path) as f:
+        values = yaml.safe_load(f) or {}
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: a config must be a mapping of keys to values")
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"Override {item!r} must look like key=value")
+        values[key.strip()] = yaml.safe_load(value)
+    known = [f.name for f in fields(TrainConfig)]
+    for key in values:
+        if key not in known:
+            hint = difflib.get_close_matches(key, known, n=1)
+            hint = f"did you mean {hint[0]!r}?" if hint else "the keys are the fields of TrainConfig in train/train.py"
+            raise ValueError(f"Unknown config key {key!r}; {hint}")
+    return TrainConfig(**values)
+
+
+class JsonlTracker(GeneralTracker):
+    """Appends every logged dict as one JSON line to `path` (machine-readable metrics, always on).
+
+    `__init__` is deliberately not `@on_main_process`: built before the Accelerator, that decorator would create the
+    process state too early and freeze it as non-distributed (the tracker trap, HF_CONVENTIONS.md §5.2).
+    """
+
+    name = "jsonl"
+    requires_logging_directory = False
+
+    def __init__(self, path: str):
+        super().__init__()
+        self.path = path
+
+    @property
+    def tracker(self):
+        return self.path
+
+    def _write(self, record: dict) -> None:
+        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+        with open(self.path, "a") as f:  # opened per record: a killed run keeps every line it logged
+            f.write(json.dumps(record) + "\n")
+
+    def store_init_configuration(self, values: dict) -> None:
+        self._write({"config": values})
+
+    def log(self, values: dict, step: int | None = None, **kwargs) -> None:
+        self._write({"step": step, **values})
+
+
+@dataclass
+class Progress:
+    """Training position, checkpointed with the model: optimizer steps, epoch, micro-batches into the epoch (all
+    micro-batches ever, when streaming), and corrupt samples skipped over all processes."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    skipped: int = 0
+
+    def state_dict(self) -> dict:
+        return asdict(self)
+
+    def load_state_dict(self, state: dict) -> None:
+        self.__dict__.update(state)
+
+
+def build_optimizer(model, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with open_clip's groups: no weight decay for biases, norms and logit_scale (all of ndim < 2); layer
+    scales, shaped (C, 1, 1), are decayed (§8.3)."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            (no_decay if param.ndim < 2 or "bias" in name or "logit_scale" in name else decay).append(param)
+    is_vit = model.config.vision_config.architecture.startswith("vit_")
+    eps = cfg.eps if cfg.eps is not None else (1e-6 if is_vit else 1e-8)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=eps)
+
+
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """open_clip's `cosine_lr`: linear warmup to `lr` in `warmup_steps`, then cosine to 0 at `train_steps`."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    if cfg.lr_scheduler == "constant":
+        return 1.0
+    progress = (step - cfg.warmup_steps) / max(1, cfg.train_steps - cfg.warmup_steps)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def load_teachers(cfg: TrainConfig, device) -> tuple[list, ImageSpec, Tokenize]:
+    """Online distillation: frozen teacher models, their (shared) input spec and tokenizer."""
+    loaded = [load_model_and_processor(path) for path in cfg.teacher_models]
+    specs = {ImageSpec.from_image_processor(processor.image_processor) for _, processor in loaded}
+    if len(specs) != 1:
+        raise ValueError(f"teacher_models must share image size and normalisation, got {specs}")
+    model, processor = loaded[0]
+    teachers = [m.to(device).eval().requires_grad_(False) for m, _ in loaded]
+    return teachers, specs.pop(), Tokenize(processor.tokenizer, context_length(model.config))
+
+
+def build_train_data(cfg, accelerator, processor, batch_size, teacher_spec=None, teacher_tokenize=None):
+    """The training DataLoader and the dataset's reinforcement metadata (None unless the recipe is reinforced)."""
+    streaming = cfg.streaming if cfg.streaming is not None else not os.path.isdir(cfg.train_dataset)
+    reinforcement = Reinforcement.load(cfg.train_dataset) if cfg.recipe == "reinforced" else None
+    with accelerator.main_process_first():  # the first process writes datasets' Arrow cache, the others reuse it
+        dataset = load_train_dataset(
+            cfg.train_dataset, cfg.train_split, cfg.recipe, streaming, cfg.seed, cfg.shuffle_buffer_size,
+            accelerator.process_index, accelerator.num_processes, cfg.dataset_cache_dir,
+        )
+    student = ImageSpec.from_image_processor(processor.image_processor, cfg.interpolation)
+    tokenize = Tokenize(processor.tokenizer, processor.tokenizer.model_max_length)
+    transform = SampleTransform(cfg.recipe, student, tokenize, cfg.seed, reinforcement, teacher_spec, teacher_tokenize)
+    return build_train_dataloader(dataset, transform, batch_size, cfg.num_workers, streaming), reinforcement
+
+
+@torch.no_grad()
+def teacher_embeddings(teachers: list, batch: dict, accelerator) -> dict[str, torch.Tensor]:
+    """Online distillation targets: each teacher's L2-normalised embeddings, concatenated in teacher order (the
+    layout of stored DataCompDR embeddings)."""
+    images, texts = [], []
+    with accelerator.autocast():
+        for teacher in teachers:
+            images.append(teacher.get_image_features(pixel_values=batch["teacher_pixel_values"]).pooler_output)
+            texts.append(teacher.get_text_features(input_ids=batch["teacher_input_ids"]).pooler_output)
+    return {
+        "teacher_image_embeds": torch.cat([F.normalize(x.float(), dim=-1) for x in images], dim=1),
+        "teacher_text_embeds": torch.cat([F.normalize(x.float(), dim=-1) for x in texts], dim=1),
+    }
+
+
+def compute_loss(model, batch: dict, loss_fn, teachers: list, accelerator) -> dict[str, torch.Tensor]:
+    """Student forward pass and loss of one micro-batch."""
+    n = batch["pixel_values"].shape[0]
+    input_ids = batch["input_ids"]
+    if "syn_input_ids" in batch:  # one text-tower pass over [real; synthetic] captions, as DRClipLoss does (§8.2)
+        input_ids = torch.cat([input_ids, batch["syn_input_ids"]])
+    # Through the prepared model's forward, so that DDP sees the pass; features in fp32 for the loss.
+    outputs = model(input_ids=input_ids, pixel_values=batch["pixel_values"])
+    image, text = outputs.image_embeds.float(), outputs.text_embeds.float()
+    targets = teacher_embeddings(teachers, batch, accelerator) if teachers else {}
+    targets.update({key: batch[key] for key in TEACHER_KEYS if key in batch})
+    logit_scale = accelerator.unwrap_model(model).logit_scale.exp()
+    return loss_fn(image, text[:n], logit_scale, syn_text_features=text[n:] if len(text) > n else None, **targets)
+
+
+def resume(accelerator, cfg: TrainConfig) -> None:
+    """Restores model, optimizer, scheduler, RNG states and `Progress` from `cfg.resume_from_checkpoint`."""
+    checkpoints = os.path.join(cfg.output_dir, "checkpoints")
+    indices = sorted(int(d.rsplit("_", 1)[1]) for d in os.listdir(checkpoints)) if os.path.isdir(checkpoints) else []
+    path = cfg.resume_from_checkpoint
+    if path == "latest":
+        if not indices:
+            accelerator.print(f"No checkpoint in {checkpoints} yet: starting from scratch")
+            return
+        path = os.path.join(checkpoints, f"checkpoint_{indices[-1]}")
+    elif not os.path.isdir(path):
+        raise FileNotFoundError(f"resume_from_checkpoint: {path} is not a checkpoint folder")
+    accelerator.load_state(path)
+    # load_state never advances accelerate's checkpoint counter: the next save_state would then collide with an
+    # existing checkpoint_<i> folder (HF_CONVENTIONS.md §5.1).
+    accelerator.project_configuration.iteration = (indices[-1] + 1) if indices else 0
+    accelerator.print(f"Resumed from {path}")
+
+
+def training_function(cfg: TrainConfig) -> None:
+    """Trains, evaluates and saves as configured (see the module docstring for the order of operations)."""
+    trackers = [t for t in cfg.report_to if t != "none"] + [JsonlTracker(os.path.join(cfg.output_dir, "metrics.jsonl"))]
+    accelerator = Accelerator(
+        mixed_precision=cfg.mixed_precision,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        log_with=trackers,
+        project_config=ProjectConfiguration(
+            project_dir=cfg.output_dir, logging_dir=os.path.join(cfg.output_dir, "logs"),
+            automatic_checkpoint_naming=True, total_limit=cfg.save_total_limit,
+        ),
+        # Per-epoch shuffles from seed + epoch, so that a resumed run replays the same order.
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg.seed),
+        dynamo_backend="inductor" if cfg.torch_compile else "no",
+    )
+    world, accumulation = accelerator.num_processes, cfg.gradient_accumulation_steps
+    if cfg.global_batch_size % (world * accumulation):
+        raise ValueError(f"global_batch_size {cfg.global_batch_size} is not divisible by {world} processes x "
+                         f"{accumulation} accumulation steps")
+    batch_size = cfg.global_batch_size // (world * accumulation)
+    if cfg.mixed_precision == "fp16" and accelerator.device.type == "cpu":
+        accelerator.print("Warning: fp16 is a no-op on CPU (accelerate trains in fp32); use bf16")
+    # TensorBoard's hparams take scalars and strings only.
+    hparams = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in asdict(cfg).items()}
+    hparams.update(world_size=world, per_device_batch_size=batch_size, distributed=str(accelerator.distributed_type))
+    accelerator.init_trackers(cfg.run_name, config=hparams)
+    set_seed(cfg.seed)  # before building the model, so that the seed also fixes its initial weights
+
+    model, processor = load_model_and_processor(cfg.model)
+    online = cfg.recipe == "online_distill"
+    teachers, teacher_spec, teacher_tokenize = load_teachers(cfg, accelerator.device) if online else ([], None, None)
+    train_dl, reinforcement = build_train_data(cfg, accelerator, processor, batch_size, teacher_spec, teacher_tokenize)
+    with accelerator.main_process_first():
+        evals = {
+            task: load_eval_task(task, source, split, processor.image_processor, cfg.eval_class_names,
+                                 cfg.eval_batch_size, cfg.num_workers, cfg.eval_max_samples, cfg.dataset_cache_dir)
+            for task, source, split in (("zeroshot", cfg.eval_zeroshot_dataset, cfg.eval_zeroshot_split),
+                                        ("retrieval", cfg.eval_retrieval_dataset, cfg.eval_retrieval_split))
+            if source
+        }
+    if cfg.recipe == "clip":
+        loss_fn = ReinforcedCLIPLoss()
+    else:
+        dims = reinforcement.teacher_dims if reinforcement else [t.config.projection_dim for t in teachers]
+        default_scale = reinforcement.teacher_logit_scales if reinforcement else 100.0
+        scale = cfg.teacher_logit_scale if cfg.teacher_logit_scale is not None else default_scale
+        loss_fn = ReinforcedCLIPLoss(dims, scale, loss_weights=tuple(cfg.loss_weights))
+
+    if cfg.gradient_checkpointing:  # non-reentrant: the reentrant variant breaks DDP's gradient hooks
+        model.activation_checkpointing_enable({"use_reentrant": False})
+        if any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+            accelerator.print("Warning: the recomputed forward updates BatchNorm running statistics a second time")
+    optimizer = build_optimizer(model, cfg)
+    # Not prepared: accelerate would step it once per process per optimizer step. Stepped here on each optimizer
+    # step instead, and checkpointed through register_for_checkpointing.
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg))
+
+    # A streamed loader is not prepared: data.py already split it by rank, and preparing it as well would shard it
+    # twice and silently drop half of the data (HF_CONVENTIONS.md §5.4).
+    if isinstance(train_dl.dataset, StreamingDataset):
+        model, optimizer = accelerator.prepare(model, optimizer)
+    else:
+        model, optimizer, train_dl = accelerator.prepare(model, optimizer, train_dl)
+        if len(train_dl) == 0:
+            raise ValueError(f"{cfg.train_dataset} has fewer rows than one global batch ({cfg.global_batch_size})")
+    evals = {task: {**e, "loader": accelerator.prepare(e["loader"])} for task, e in evals.items()}
+    progress = Progress()
+    accelerator.register_for_checkpointing(scheduler, progress)
+    if cfg.resume_from_checkpoint:
+        resume(accelerator, cfg)
+
+    step_loss = functools.partial(compute_loss, loss_fn=loss_fn, teachers=teachers, accelerator=accelerator)
+    evaluate = functools.partial(run_eval_tasks, tokenizer=processor.tokenizer, tasks=evals,
+                                 templates=cfg.eval_templates, accelerator=accelerator) if evals else None
+    train_loop(cfg, accelerator, model, optimizer, scheduler, train_dl, step_loss, evaluate, progress)
+    if progress.step < cfg.train_steps:  # stop_after_steps: like a crash, no final checkpoint and no saved model
+        accelerator.end_training()
+        return
+    accelerator.wait_for_everyone()
+    unwrapped = accelerator.unwrap_model(model)
+    unwrapped.save_pretrained(cfg.output_dir, is_main_process=accelerator.is_main_process,
+                              save_function=accelerator.save)
+    if accelerator.is_main_process:
+        processor.save_pretrained(cfg.output_dir)
+        if cfg.push_to_hub:
+            repo = cfg.hub_model_id or os.path.basename(os.path.abspath(cfg.output_dir))
+            unwrapped.push_to_hub(repo)
+            processor.push_to_hub(repo)
+    accelerator.end_training()
+
+
+def train_loop(cfg, accelerator, model, optimizer, scheduler, train_dl, step_loss, evaluate, progress) -> None:
+    """Optimizer steps until `train_steps` (or `stop_after_steps`), with logging, evaluation and checkpoints."""
+    unwrapped, streaming = accelerator.unwrap_model(model), isinstance(train_dl.dataset, StreamingDataset)
+    model.train()
+    bar = tqdm(total=cfg.train_steps, initial=progress.step, disable=not accelerator.is_local_main_process)
+    stop_at = min(cfg.train_steps, cfg.stop_after_steps or cfg.train_steps)
+    start, window_steps, parts = time.perf_counter(), 0, []
+    while progress.step < stop_at:
+        if not streaming:
+            train_dl.set_epoch(progress.epoch)  # the sampler's permutation
+            train_dl.dataset.set_epoch(progress.epoch)  # per-sample augmentation and caption choices
+        # Resuming mid-epoch: skip the batches already trained on (map-style: by index, no data is read).
+        skip = progress.batch_in_epoch
+        for batch in accelerator.skip_first_batches(train_dl, skip) if skip else train_dl:
+            if streaming:  # a prepared loader places batches itself
+                batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in batch.items()}
+            with accelerator.accumulate(model):
+                losses = step_loss(model, batch)
+                accelerator.backward(losses["loss"])
+                if accelerator.sync_gradients and cfg.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad()
+            progress.batch_in_epoch += 1
+            parts.append(torch.stack([losses[k].detach() for k in ("loss", "contrastive_loss", "distill_loss")]
+                                     + [batch["num_skipped"].to(accelerator.device).float()]))
+            if not accelerator.sync_gradients:
+                continue
+            lr = scheduler.get_last_lr()[0]  # the rate this step used
+            scheduler.step()
+            with torch.no_grad():
+                unwrapped.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+            # Loss parts: mean over micro-batches and processes (= the global-batch loss); corrupt samples: sum.
+            local = torch.stack(parts)
+            stats = torch.cat([local[:, :3].mean(0) / accelerator.num_processes, local[:, 3:].sum(0)])
+            stats = accelerator.reduce(stats)
+            progress.step, progress.skipped = progress.step + 1, progress.skipped + int(stats[3].item())
+            parts, window_steps = [], window_steps + 1
+            bar.update(1)
+            if progress.step % cfg.log_every == 0 or progress.step == stop_at:
+                logs = {
+                    "train/loss": stats[0].item(), "train/contrastive_loss": stats[1].item(),
+                    "train/distill_loss": stats[2].item(), "train/lr": lr,
+                    "train/logit_scale": unwrapped.logit_scale.exp().item(), "train/epoch": progress.epoch,
+                    "train/samples_per_second": window_steps * cfg.global_batch_size / (time.perf_counter() - start),
+                    "train/skipped_samples": progress.skipped,
+                }
+                accelerator.log(logs, step=progress.step)
+                bar.set_postfix({k.split("/")[1]: f"{v:.4g}" for k, v in logs.items() if k != "train/epoch"})
+                start, window_steps = time.perf_counter(), 0
+            last = progress.step == cfg.train_steps
+            if evaluate and (last or (cfg.eval_every and progress.step % cfg.eval_every == 0)):
+                accelerator.log({f"eval/{k}": v for k, v in evaluate(unwrapped).items()}, step=progress.step)
+            if last or (cfg.save_every and progress.step % cfg.save_every == 0):
+                accelerator.save_state()
+            if progress.step >= stop_at:
+                break
+        else:  # the epoch ended (map-style only: a streamed dataset never ends)
+            progress.epoch, progress.batch_in_epoch = progress.epoch + 1, 0
+    bar.close()
+
+
+def parse_args(argv=None) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(description="Train MobileCLIP with 🤗 Accelerate.")
+    parser.add_argument("--config", required=True, help="YAML file of TrainConfig keys (train/configs/*.yaml)")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides of config keys, values parsed as YAML")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    training_function(load_config(args.config, args.overrides))
+
+
+__all__ = ["JsonlTracker", "Progress", "TrainConfig", "build_optimizer", "compute_loss", "load_config", "lr_factor",
+           "main", "training_function"]
+
+if __name__ == "__main__":
+    main()
