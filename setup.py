@@ -14,7 +14,7 @@ setup(
     install_requires=[
         "torch>=2.1",
         "torchvision>=0.16",
-        "transformers>=5.0,<6",
+        "transformers>=5.23,<6",
         "timm>=1.0.20",
         "safetensors",
         "huggingface_hub",

@@ -151,9 +151,12 @@ class TransformersTeacher(Teacher):
             # SigLIP was trained on max_length padding; CLIP ignores padding after EOT, so this is safe for both.
             return tokenizer(texts, padding="max_length", truncation=True, max_length=max_len, return_tensors="pt")
 
+        # MobileCLIP's processors do not normalise (do_normalize False, mean/std None): pixels stay in [0, 1].
+        normalize = getattr(proc, "do_normalize", True) and getattr(proc, "image_mean", None) is not None
+        mean = getattr(proc, "image_mean", OPENAI_MEAN) if normalize else (0.0, 0.0, 0.0)
+        std = getattr(proc, "image_std", OPENAI_STD) if normalize else (1.0, 1.0, 1.0)
         return cls(model, tokenize, name=f"hf:{model_id}", image_size=image_size,
-                   mean=kwargs.pop("mean", getattr(proc, "image_mean", OPENAI_MEAN)),
-                   std=kwargs.pop("std", getattr(proc, "image_std", OPENAI_STD)), **kwargs)
+                   mean=kwargs.pop("mean", mean), std=kwargs.pop("std", std), **kwargs)
 
     def _encode_image(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return _pooled(self.model.get_image_features(pixel_values=pixel_values))

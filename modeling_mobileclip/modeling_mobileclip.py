@@ -401,6 +401,9 @@ class MobileCLIPTextModelWithProjection(MobileCLIPPreTrainedModel):
         self.text_projection = nn.Linear(text_config.hidden_size, text_config.projection_dim, bias=False)
         self.post_init()
 
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.text_model.token_embedding
+
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs
     ) -> MobileCLIPTextModelOutput:
@@ -461,6 +464,9 @@ class MobileCLIPModel(MobileCLIPPreTrainedModel):
         self.visual_projection = nn.Linear(self.vision_model.num_features, config.projection_dim)
         self.logit_scale = nn.Parameter(torch.tensor(config.logit_scale_init_value))
         self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.text_model.token_embedding
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         # A class registers for one auto class (`AutoModel`); the zero-shot pipeline's is added to `auto_map` here.
