@@ -1,0 +1,474 @@
+"""Export the re-parameterised MobileCLIP encoders to ONNX (or Core ML) for deployment.
+
+Each tower becomes its own graph, so that image and text embeddings can be computed separately (e.g. an image index
+built offline and text queries embedded on device):
+
+* `image_encoder.onnx`: `pixel_values` (batch, 3, S, S) float32 -> `image_embeds` (batch, projection_dim)
+* `text_encoder.onnx`: `input_ids` (batch, 77) int64 -> `text_embeds` (batch, projection_dim)
+
+The batch axis is dynamic. Embeddings are projected but *not* L2-normalised, as `get_image_features(...).pooler_output`
+and `get_text_features(...).pooler_output`. Every graph is run with onnxruntime and compared with eager PyTorch at two
+batch sizes before it is kept, and written atomically (temporary file, then `os.replace`). `export_config.json`
+records what a runtime needs to feed the graphs: image size, mean/std, context length, token ids.
+
+    python -m modeling_mobileclip.export --model DIR --format onnx --output DIR
+"""
+
+import argparse
+import copy
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+
+import torch
+from torch import nn
+
+from .configuration_mobileclip import MobileCLIPConfig, MobileCLIPTextConfig, MobileCLIPVisionConfig, get_variant
+from .modeling_mobileclip import (
+    MobileCLIPModel,
+    MobileCLIPPreTrainedModel,
+    MobileCLIPTextModelWithProjection,
+    MobileCLIPVisionModelWithProjection,
+)
+
+logger = logging.getLogger(__name__)
+
+SUPPORTED_FORMATS = ("onnx", "coreml")
+EXPORTERS = ("auto", "dynamo", "torchscript")
+DEFAULT_OPSET = 18
+DEFAULT_ATOL = 1e-4
+# Batch sizes the exported graphs are checked at: 1 and another one, to prove the batch axis is really dynamic.
+VERIFY_BATCH_SIZES = (1, 3)
+# Batch of the example input the graph is traced with; torch.export specialises sizes 0 and 1, so not 1.
+EXAMPLE_BATCH = 2
+CONFIG_NAME = "export_config.json"
+# `from_pretrained` class for each model_type a MobileCLIP folder's config.json can have.
+MODEL_CLASSES = {
+    MobileCLIPConfig.model_type: MobileCLIPModel,
+    MobileCLIPVisionConfig.model_type: MobileCLIPVisionModelWithProjection,
+    MobileCLIPTextConfig.model_type: MobileCLIPTextModelWithProjection,
+}
+COREML_INSTALL_HINT = (
+    "Core ML export needs coremltools, which is not a dependency of this package. Install it with "
+    "`pip install coremltools` (it converts on macOS and Linux; running the converted model needs macOS)."
+)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The towers as single-input, single-output modules
+
+
+class ImageEncoder(nn.Module):
+    """`pixel_values` -> un-normalised projected `image_embeds`, from a full model or an image-tower model."""
+
+    def __init__(self, model: MobileCLIPPreTrainedModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.model, MobileCLIPVisionModelWithProjection):
+            return self.model(pixel_values).image_embeds
+        return self.model.get_image_features(pixel_values).pooler_output
+
+
+class TextEncoder(nn.Module):
+    """`input_ids` -> un-normalised projected `text_embeds`, from a full model or a text-tower model."""
+
+    def __init__(self, model: MobileCLIPPreTrainedModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.model, MobileCLIPTextModelWithProjection):
+            return self.model(input_ids).text_embeds
+        return self.model.get_text_features(input_ids).pooler_output
+
+
+def _tower_configs(model: MobileCLIPPreTrainedModel) -> tuple[MobileCLIPVisionConfig | None,
+                                                                MobileCLIPTextConfig | None]:
+    config = model.config
+    if isinstance(config, MobileCLIPConfig):
+        return config.vision_config, config.text_config
+    if isinstance(model, MobileCLIPVisionModelWithProjection):
+        return config, None
+    if isinstance(model, MobileCLIPTextModelWithProjection):
+        return None, config
+    raise TypeError(f"Expected a MobileCLIP model, got {type(model).__name__}.")
+
+
+def example_pixel_values(config: MobileCLIPVisionConfig, batch: int, seed: int = 0) -> torch.Tensor:
+    """Random pixels in [0, 1], the range the image processor produces."""
+    size = config.image_size
+    return torch.rand(batch, config.num_channels, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def example_input_ids(config: MobileCLIPTextConfig, batch: int, seed: int = 0) -> torch.Tensor:
+    """Token ids shaped like the tokenizer's: start token, random tokens, end token (the largest id), zero padding."""
+    generator = torch.Generator().manual_seed(seed)
+    length = config.max_position_embeddings
+    ids = torch.randint(1, config.eos_token_id - 1, (batch, length), generator=generator)
+    ids[:, 0] = config.bos_token_id
+    for row, end in enumerate(torch.randint(2, length, (batch,), generator=generator).tolist()):
+        ids[row, end] = config.eos_token_id
+        ids[row, end + 1 :] = config.pad_token_id or 0
+    return ids
+
+
+def encoders(model: MobileCLIPPreTrainedModel) -> dict[str, dict]:
+    """The exportable towers of a model: name -> wrapper module, input/output names, example-input builder."""
+    vision_config, text_config = _tower_configs(model)
+    towers = {}
+    if vision_config is not None:
+        towers["image_encoder"] = dict(
+            module=ImageEncoder(model).eval(), input_name="pixel_values", output_name="image_embeds",
+            make_input=lambda batch, seed=0: example_pixel_values(vision_config, batch, seed),
+        )
+    if text_config is not None:
+        towers["text_encoder"] = dict(
+            module=TextEncoder(model).eval(), input_name="input_ids", output_name="text_embeds",
+            make_input=lambda batch, seed=0: example_input_ids(text_config, batch, seed),
+        )
+    return towers
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# ONNX
+
+
+def _torch_onnx_export(module: nn.Module, example: torch.Tensor, path: str, input_name: str, output_name: str,
+                       exporter: str, opset: int) -> None:
+    common = dict(input_names=[input_name], output_names=[output_name], opset_version=opset)
+    if exporter == "dynamo":
+        # external_data=False: every tower (up to ViT-L/14, 1.2 GB) fits the 2 GB protobuf limit, and a single file
+        # can be renamed into place without breaking a reference to a side-car weights file.
+        torch.onnx.export(module, (example,), path, dynamo=True, external_data=False, verbose=False,
+                          dynamic_shapes={input_name: {0: torch.export.Dim("batch")}}, **common)
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the TorchScript exporter is deprecated and says so at length
+            torch.onnx.export(module, (example,), path, dynamo=False,
+                              dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}}, **common)
+
+
+def ort_session(path: str, threads: int | None = None):
+    """An onnxruntime CPU session with full graph optimisation and without spin-waiting threads (which would steal CPU
+    from anything else running, e.g. interleaved benchmarks)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+
+@torch.no_grad()
+def verify_onnx(path: str, tower: dict, batch_sizes=VERIFY_BATCH_SIZES) -> dict[int, float]:
+    """Max abs difference between onnxruntime and eager PyTorch, per batch size."""
+    session = ort_session(path)
+    diffs = {}
+    for batch in batch_sizes:
+        inputs = tower["make_input"](batch, seed=batch)
+        expected = tower["module"](inputs).numpy()
+        (actual,) = session.run([tower["output_name"]], {tower["input_name"]: inputs.numpy()})
+        if actual.shape != expected.shape:
+            raise ValueError(f"onnxruntime output shape {actual.shape} != eager {expected.shape} at batch {batch}.")
+        diffs[batch] = float(abs(actual - expected).max())
+    return diffs
+
+
+def _export_tower_onnx(tower: dict, path: str, exporter: str, opset: int, atol: float) -> dict:
+    """Exports one tower to a temporary file, verifies it, and only then moves it to `path`."""
+    candidates = ("dynamo", "torchscript") if exporter == "auto" else (exporter,)
+    errors = []
+    for name in candidates:
+        fd, tmp_path = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=os.path.dirname(path))
+        os.close(fd)
+        try:
+            _torch_onnx_export(tower["module"], tower["make_input"](EXAMPLE_BATCH), tmp_path, tower["input_name"],
+                               tower["output_name"], name, opset)
+            diffs = verify_onnx(tmp_path, tower)
+            if not max(diffs.values()) <= atol:
+                raise ValueError(f"onnxruntime differs from eager PyTorch: max abs diff per batch size {diffs} "
+                                 f"> {atol}")
+            _make_readable(tmp_path)
+            os.replace(tmp_path, path)
+            logger.info("Wrote %s (%s exporter, max abs diff vs eager %s)", path, name, diffs)
+            return dict(file=os.path.basename(path), exporter=name, opset=opset, input=tower["input_name"],
+                        output=tower["output_name"], max_abs_diff={str(k): v for k, v in diffs.items()})
+        except Exception as error:  # noqa: BLE001 - any exporter failure falls through to the next exporter
+            errors.append(f"{name}: {type(error).__name__}: {error}")
+            logger.warning("%s export of %s failed: %s", name, os.path.basename(path), errors[-1][:500])
+        finally:
+            if os.path.exists(tmp_path):
+                os.remove(tmp_path)
+    raise RuntimeError(f"Could not export {os.path.basename(path)}:\n  " + "\n  ".join(errors))
+
+
+def _prepare(model: MobileCLIPPreTrainedModel) -> MobileCLIPPreTrainedModel:
+    """The fused fp32 eval-mode model: the caller's own if it already is one, else a converted copy (the caller's model
+    is never modified)."""
+    if not isinstance(model, MobileCLIPPreTrainedModel):
+        raise TypeError(f"Expected a MobileCLIP model, got {type(model).__name__}.")
+    configs = [c for c in _tower_configs(model) if c is not None]
+    fused = all(c.reparameterized for c in configs)
+    if not fused or model.training or model.dtype != torch.float32:
+        model = copy.deepcopy(model).reparameterize().float().eval()
+    return model
+
+
+def preprocessing_info(model: MobileCLIPPreTrainedModel, model_dir: str | None = None) -> dict:
+    """What the image processor does before the image encoder: from the folder's `preprocessor_config.json` when
+    there is one, else from the variant table, else unknown (`None`)."""
+    vision_config, _ = _tower_configs(model)
+    info = dict(image_size=vision_config.image_size if vision_config else None, rescale_factor=1 / 255,
+                image_mean=None, image_std=None, resample=None, source=None)
+    model_dir = model_dir or getattr(model, "name_or_path", None)
+    processor_file = os.path.join(model_dir, "preprocessor_config.json") if model_dir else None
+    if processor_file and os.path.isfile(processor_file):
+        with open(processor_file) as f:
+            processor = json.load(f)
+        processor = processor.get("image_processor", processor)
+        normalize = processor.get("do_normalize", True)
+        info.update(image_mean=processor.get("image_mean") if normalize else None,
+                    image_std=processor.get("image_std") if normalize else None,
+                    rescale_factor=processor.get("rescale_factor", 1 / 255), resample=processor.get("resample"),
+                    source="preprocessor_config.json")
+    elif getattr(model.config, "variant", None):
+        preprocess = get_variant(model.config.variant)["preprocess"]
+        mean, std = preprocess["image_mean"], preprocess["image_std"]
+        info.update(image_mean=list(mean) if mean else None, image_std=list(std) if std else None,
+                    resample=preprocess["resample"], source=f"variant {model.config.variant}")
+    return info
+
+
+def _export_config(model: MobileCLIPPreTrainedModel, files: dict, fmt: str, model_dir: str | None) -> dict:
+    vision_config, text_config = _tower_configs(model)
+    config = dict(
+        format=fmt,
+        variant=getattr(model.config, "variant", None),
+        projection_dim=(vision_config or text_config).projection_dim,
+        embeddings_normalized=False,  # L2-normalise before taking cosine similarities
+        logit_scale=float(model.logit_scale.detach().exp().clamp(max=100.0)) if hasattr(model, "logit_scale") else None,
+        files=files,
+    )
+    if vision_config is not None:
+        config["preprocessing"] = preprocessing_info(model, model_dir)
+        config["image_size"] = vision_config.image_size
+    if text_config is not None:
+        config.update(context_length=text_config.max_position_embeddings, pad_token_id=text_config.pad_token_id,
+                      bos_token_id=text_config.bos_token_id, eos_token_id=text_config.eos_token_id)
+    config["torch_version"] = torch.__version__
+    return config
+
+
+def _make_readable(path: str) -> None:
+    """Gives a `mkstemp` file (owner-only) the permissions `open()` would have given it."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
+def _write_json(data: dict, path: str) -> None:
+    fd, tmp_path = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=os.path.dirname(path))
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2)
+    _make_readable(tmp_path)
+    os.replace(tmp_path, path)
+
+
+def export_onnx(model: MobileCLIPPreTrainedModel, output_dir: str, *, opset: int = DEFAULT_OPSET,
+                exporter: str = "auto", atol: float = DEFAULT_ATOL, towers: tuple[str, ...] | None = None,
+                model_dir: str | None = None) -> dict:
+    """Exports the re-parameterised image and text encoders as ONNX graphs with a dynamic batch axis.
+
+    Args:
+        model: a `MobileCLIPModel` (both towers) or a single-tower model. A fused copy is exported if it is not
+            re-parameterised yet; the model passed in is not modified.
+        output_dir: folder to write `image_encoder.onnx`, `text_encoder.onnx` and `export_config.json` to (created).
+        opset: ONNX opset.
+        exporter: `"dynamo"` (`torch.onnx.export(..., dynamo=True)`), `"torchscript"` (the legacy exporter), or
+            `"auto"`: dynamo, falling back to TorchScript if the export fails or does not verify.
+        atol: largest max abs difference from eager PyTorch that onnxruntime may show at batch 1 and 3.
+        towers: subset of `("image_encoder", "text_encoder")`; default all the model has.
+        model_dir: folder the model was loaded from, to read its `preprocessor_config.json` (default:
+            `model.name_or_path`).
+
+    Returns:
+        The contents of `export_config.json`.
+
+    Raises:
+        ImportError: onnxruntime (needed for the check) is missing.
+        RuntimeError: a tower could not be exported so that onnxruntime matches eager PyTorch.
+    """
+    if exporter not in EXPORTERS:
+        raise ValueError(f"Unknown exporter {exporter!r}; supported: {', '.join(EXPORTERS)}.")
+    try:
+        import onnxruntime  # noqa: F401 - checked first: a graph is never kept unverified
+    except ImportError as error:
+        raise ImportError("ONNX export verifies every graph with onnxruntime: pip install onnx onnxruntime") from error
+    prepared = _prepare(model)
+    available = encoders(prepared)
+    towers = tuple(towers or available)
+    unknown = [t for t in towers if t not in available]
+    if unknown:
+        raise ValueError(f"{type(model).__name__} has no tower(s) {unknown}; available: {list(available)}.")
+    os.makedirs(output_dir, exist_ok=True)
+    files = {}
+    for name in towers:
+        files[name] = _export_tower_onnx(available[name], os.path.join(output_dir, f"{name}.onnx"), exporter, opset,
+                                         atol)
+    config = _export_config(prepared, files, "onnx", model_dir)
+    _write_json(config, os.path.join(output_dir, CONFIG_NAME))
+    return config
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Core ML (conversion only: coremltools is optional and can only run the result on macOS)
+
+
+def export_coreml(model: MobileCLIPPreTrainedModel, output_dir: str, *, max_batch: int = 64,
+                  towers: tuple[str, ...] | None = None, model_dir: str | None = None) -> dict:
+    """Converts the re-parameterised encoders to Core ML ML Programs (`image_encoder.mlpackage`, ...), fp32, iOS 17 /
+    macOS 14 or later, with a flexible batch axis (1 to `max_batch`) and int32 token ids.
+
+    Conversion only: outputs are not compared with PyTorch, since Core ML models run on macOS alone. Checked to convert
+    for every tower kind with coremltools 9.0 and torch 2.14 on Linux.
+
+    Args:
+        model: as in `export_onnx`.
+        output_dir: folder to write the `.mlpackage` folders and `export_config.json` to.
+        max_batch: upper bound of the flexible batch axis.
+        towers: subset of `("image_encoder", "text_encoder")`.
+        model_dir: as in `export_onnx`.
+
+    Raises:
+        ImportError: coremltools is not installed, with how to install it.
+    """
+    try:
+        import coremltools as ct
+    except ImportError as error:
+        raise ImportError(COREML_INSTALL_HINT) from error
+    import numpy as np
+
+    prepared = _prepare(model)
+    available = encoders(prepared)
+    os.makedirs(output_dir, exist_ok=True)
+    files = {}
+    for name in towers or available:
+        tower = available[name]
+        example = tower["make_input"](EXAMPLE_BATCH)
+        # torch.export, not torch.jit.trace: coremltools 9 fails on the traced graphs of both tower kinds (an `int`
+        # op from shape arithmetic), and converts the exported programs, dynamic batch included.
+        program = torch.export.export(
+            tower["module"], (example,), dynamic_shapes={tower["input_name"]: {0: torch.export.Dim("batch")}}
+        ).run_decompositions({})
+        batch = ct.RangeDim(lower_bound=1, upper_bound=max_batch, default=1)
+        # Core ML has no int64 inputs: token ids are int32 (ids < 49408).
+        dtype = np.float32 if example.is_floating_point() else np.int32
+        mlmodel = ct.convert(
+            program, convert_to="mlprogram", compute_precision=ct.precision.FLOAT32,
+            minimum_deployment_target=ct.target.iOS17,
+            inputs=[ct.TensorType(name=tower["input_name"], shape=(batch, *example.shape[1:]), dtype=dtype)],
+            outputs=[ct.TensorType(name=tower["output_name"])],
+        )
+        path = os.path.join(output_dir, f"{name}.mlpackage")
+        staging = tempfile.mkdtemp(prefix=f".{name}.", dir=output_dir)
+        try:
+            mlmodel.save(os.path.join(staging, "model.mlpackage"))
+            if os.path.exists(path):
+                shutil.rmtree(path)
+            os.replace(os.path.join(staging, "model.mlpackage"), path)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        files[name] = dict(file=os.path.basename(path), input=tower["input_name"], output=tower["output_name"],
+                           coremltools_version=ct.__version__)
+    config = _export_config(prepared, files, "coreml", model_dir)
+    _write_json(config, os.path.join(output_dir, CONFIG_NAME))
+    return config
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Loading a model folder, and the command line
+
+
+def load_model(model_dir: str) -> MobileCLIPPreTrainedModel:
+    """Loads a saved MobileCLIP model (full or single tower) with a clear error for anything else."""
+    if not os.path.isdir(model_dir):
+        raise FileNotFoundError(f"Model folder {model_dir!r} does not exist.")
+    config_file = os.path.join(model_dir, "config.json")
+    if not os.path.isfile(config_file):
+        raise ValueError(f"{model_dir!r} is not a saved model folder: it has no config.json.")
+    with open(config_file) as f:
+        model_type = json.load(f).get("model_type")
+    if model_type not in MODEL_CLASSES:
+        raise ValueError(
+            f"{model_dir!r} is not a MobileCLIP model: config.json has model_type {model_type!r}, expected one of "
+            f"{', '.join(repr(t) for t in MODEL_CLASSES)}."
+        )
+    return MODEL_CLASSES[model_type].from_pretrained(model_dir)
+
+
+def export(model: MobileCLIPPreTrainedModel | str, output_dir: str, format: str = "onnx", **kwargs) -> dict:
+    """Exports a model (or a saved model folder) in `format`, one of `SUPPORTED_FORMATS`; see `export_onnx`."""
+    # Checked before a (slow) model load.
+    if format not in SUPPORTED_FORMATS:
+        raise ValueError(f"Unsupported export format {format!r}; supported formats: {', '.join(SUPPORTED_FORMATS)}.")
+    if format == "coreml" and importlib.util.find_spec("coremltools") is None:
+        raise ImportError(COREML_INSTALL_HINT)
+    if isinstance(model, str):
+        kwargs.setdefault("model_dir", model)
+        model = load_model(model)
+    return (export_onnx if format == "onnx" else export_coreml)(model, output_dir, **kwargs)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(prog="python -m modeling_mobileclip.export", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="folder of a saved MobileCLIP model (save_pretrained)")
+    parser.add_argument("--format", default="onnx", help=f"one of: {', '.join(SUPPORTED_FORMATS)} (default onnx)")
+    parser.add_argument("--output", required=True, help="folder to write the encoders and export_config.json to")
+    parser.add_argument("--towers", nargs="+", choices=["image_encoder", "text_encoder"], help="default: all")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset (default %(default)s)")
+    parser.add_argument("--exporter", choices=EXPORTERS, default="auto",
+                        help="ONNX exporter; auto = dynamo, then TorchScript if that fails (default %(default)s)")
+    parser.add_argument("--atol", type=float, default=DEFAULT_ATOL, help="max abs diff allowed vs eager PyTorch")
+    args = parser.parse_args(argv)
+    # Our progress at INFO; the exporter's own optimisation passes log hundreds of INFO lines, kept at WARNING.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    logger.setLevel(logging.INFO)
+
+    kwargs = dict(towers=args.towers)
+    if args.format == "onnx":
+        kwargs.update(opset=args.opset, exporter=args.exporter, atol=args.atol)
+    try:
+        config = export(args.model, args.output, format=args.format, **kwargs)
+    except (ValueError, FileNotFoundError, ImportError) as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
+    logger.info("Exported %s to %s", ", ".join(config["files"]), args.output)
+    return config
+
+
+if __name__ == "__main__":
+    main()
+
+
+__all__ = [
+    "EXPORTERS",
+    "ImageEncoder",
+    "SUPPORTED_FORMATS",
+    "TextEncoder",
+    "encoders",
+    "export",
+    "export_coreml",
+    "export_onnx",
+    "load_model",
+    "ort_session",
+    "preprocessing_info",
+    "verify_onnx",
+]

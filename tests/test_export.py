@@ -1,0 +1,149 @@
+"""ONNX export: round trip through onnxruntime for every tower kind, dynamic batch, atomic writes, clear errors."""
+
+import importlib
+import json
+import os
+
+import pytest
+import torch
+from conftest import image_inputs, randomize_, text_inputs, tiny_config
+
+from modeling_mobileclip.export import SUPPORTED_FORMATS, export, export_onnx, main
+from modeling_mobileclip.modeling_mobileclip import MobileCLIPModel
+
+# The module itself (for monkeypatching), whatever the package's __init__ binds to the name `export`.
+export_module = importlib.import_module("modeling_mobileclip.export")
+
+ATOL = 1e-4
+
+
+def assert_round_trip(model: MobileCLIPModel, output_dir) -> dict:
+    """Both graphs match eager PyTorch (fused) at batch 1 and 3, with the documented names; returns the config."""
+    ort = pytest.importorskip("onnxruntime")
+    fused = model.reparameterize().eval()
+    config = json.loads((output_dir / "export_config.json").read_text())
+    text_config, vision_config = fused.config.text_config, fused.config.vision_config
+    assert config["image_size"] == vision_config.image_size
+    assert config["context_length"] == text_config.max_position_embeddings
+    assert set(config["files"]) == {"image_encoder", "text_encoder"}
+    assert not [f for f in os.listdir(output_dir) if f.startswith(".")], "temporary files left behind"
+
+    image = ort.InferenceSession(str(output_dir / "image_encoder.onnx"), providers=["CPUExecutionProvider"])
+    text = ort.InferenceSession(str(output_dir / "text_encoder.onnx"), providers=["CPUExecutionProvider"])
+    assert [i.name for i in image.get_inputs()] == ["pixel_values"]
+    assert [o.name for o in image.get_outputs()] == ["image_embeds"]
+    assert [i.name for i in text.get_inputs()] == ["input_ids"]
+    assert [o.name for o in text.get_outputs()] == ["text_embeds"]
+    for batch in (1, 3):
+        pixel_values = image_inputs(batch, vision_config.image_size, seed=10 + batch)
+        input_ids = text_inputs(batch, text_config.max_position_embeddings, seed=10 + batch)
+        with torch.no_grad():
+            expected_image = fused.get_image_features(pixel_values).pooler_output.numpy()
+            expected_text = fused.get_text_features(input_ids).pooler_output.numpy()
+        (actual_image,) = image.run(None, {"pixel_values": pixel_values.numpy()})
+        (actual_text,) = text.run(None, {"input_ids": input_ids.numpy()})
+        assert actual_image.shape == (batch, fused.config.projection_dim)
+        assert abs(actual_image - expected_image).max() <= ATOL
+        assert abs(actual_text - expected_text).max() <= ATOL
+    return config
+
+
+def test_cli_end_to_end_mci_image_mct_text(tmp_path):
+    """Saved tiny S0-like model (FastViT-MCi image tower, MCt text tower) -> CLI -> onnxruntime."""
+    pytest.importorskip("onnxruntime")
+    model = randomize_(MobileCLIPModel(tiny_config(text_tower="mct", architecture="fastvit_mci0")))
+    model.save_pretrained(tmp_path / "model")
+    main(["--model", str(tmp_path / "model"), "--format", "onnx", "--output", str(tmp_path / "onnx")])
+    config = assert_round_trip(model, tmp_path / "onnx")
+    assert config["files"]["image_encoder"]["exporter"] in ("dynamo", "torchscript")
+    assert config["preprocessing"]["image_mean"] is None  # custom config, no processor saved: unknown
+
+
+def test_python_api_vit_image_transformer_text(tmp_path):
+    """ViT image tower and (causal) transformer text tower; the caller's train-time model is left unfused."""
+    pytest.importorskip("onnxruntime")
+    model = randomize_(MobileCLIPModel(tiny_config(architecture="vit_large_patch14_clip_224", causal=True)))
+    config = export_onnx(model, str(tmp_path))
+    assert not model.config.vision_config.reparameterized and not model.config.text_config.reparameterized
+    assert config["files"]["text_encoder"]["max_abs_diff"].keys() == {"1", "3"}
+    assert_round_trip(model, tmp_path)
+
+
+def test_auto_falls_back_to_torchscript_and_never_keeps_an_unverified_graph(tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    model = randomize_(MobileCLIPModel(tiny_config(architecture="vit_large_patch14_clip_224")))
+    real_export = export_module._torch_onnx_export
+
+    def dynamo_fails(*args):
+        if args[5] == "dynamo":
+            raise RuntimeError("simulated dynamo failure")
+        return real_export(*args)
+
+    monkeypatch.setattr(export_module, "_torch_onnx_export", dynamo_fails)
+    config = export_onnx(model, str(tmp_path / "ok"), towers=("text_encoder",))
+    assert config["files"]["text_encoder"]["exporter"] == "torchscript"
+
+    monkeypatch.setattr(export_module, "verify_onnx", lambda path, tower: {1: 1.0, 3: 1.0})
+    with pytest.raises(RuntimeError, match="differs from eager"):
+        export_onnx(model, str(tmp_path / "bad"), towers=("text_encoder",), exporter="torchscript")
+    assert os.listdir(tmp_path / "bad") == []
+
+
+def test_unsupported_format(tmp_path, capsys):
+    with pytest.raises(ValueError, match="supported formats: onnx, coreml"):
+        export(str(tmp_path), str(tmp_path / "out"), format="tflite")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--model", str(tmp_path), "--format", "tflite", "--output", str(tmp_path / "out")])
+    assert exit_info.value.code == 2
+    assert "Unsupported export format 'tflite'; supported formats: onnx, coreml" in capsys.readouterr().err
+    assert SUPPORTED_FORMATS == ("onnx", "coreml")
+
+
+def test_not_a_mobileclip_folder(tmp_path, capsys):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "clip"}))
+    with pytest.raises(SystemExit):
+        main(["--model", str(tmp_path), "--output", str(tmp_path / "out")])
+    assert "is not a MobileCLIP model: config.json has model_type 'clip'" in capsys.readouterr().err
+    (tmp_path / "config.json").unlink()
+    with pytest.raises(ValueError, match="no config.json"):
+        export(str(tmp_path), str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_folder(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["--model", str(tmp_path / "nope"), "--output", str(tmp_path / "out")])
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_coreml_without_coremltools_says_how_to_install(tmp_path):
+    try:
+        import coremltools  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("coremltools is installed")
+    with pytest.raises(ImportError, match="pip install coremltools"):
+        export(str(tmp_path), str(tmp_path / "out"), format="coreml")
+
+
+def test_unknown_exporter_and_tower(tmp_path):
+    model = MobileCLIPModel(tiny_config())
+    with pytest.raises(ValueError, match="supported: auto, dynamo, torchscript"):
+        export_onnx(model, str(tmp_path), exporter="tracing")
+    pytest.importorskip("onnxruntime")
+    with pytest.raises(ValueError, match="no tower"):
+        export_onnx(model, str(tmp_path), towers=("audio_encoder",))
+
+
+@pytest.mark.parametrize(
+    "text_tower, architecture", [("mct", "fastvit_mci0"), ("transformer", "vit_large_patch14_clip_224")]
+)
+def test_coreml_conversion(tmp_path, text_tower, architecture):
+    """Conversion only (running a Core ML model needs macOS); skipped where coremltools is not installed."""
+    pytest.importorskip("coremltools")
+    model = randomize_(MobileCLIPModel(tiny_config(text_tower=text_tower, architecture=architecture)))
+    config = export(model, str(tmp_path), format="coreml")
+    assert config["format"] == "coreml"
+    for name in ("image_encoder", "text_encoder"):
+        assert (tmp_path / f"{name}.mlpackage" / "Manifest.json").is_file()
