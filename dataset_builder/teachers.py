@@ -12,6 +12,7 @@ CLIP, SigLIP, this project's MobileCLIP) and ``OpenCLIPTeacher`` (open_clip, whe
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -48,7 +49,7 @@ def replay_views(image: Image.Image, params: Sequence[Any], views: Sequence[tupl
 
 
 @dataclass
-class Teacher:
+class Teacher(ABC):
     """Base class: subclasses implement ``_encode_image`` (normalised pixels) and ``_encode_text`` (strings).
 
     Attributes:
@@ -98,11 +99,13 @@ class Teacher:
     def metadata(self) -> dict:
         return {"name": self.name, "dim": self.dim, "logit_scale": float(self.logit_scale)}
 
+    @abstractmethod
     def _encode_image(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """Un-normalised image embeddings of normalised pixels."""
 
+    @abstractmethod
     def _encode_text(self, texts: list[str]) -> torch.Tensor:
-        raise NotImplementedError
+        """Un-normalised text embeddings of strings."""
 
 
 def _pooled(output: Any) -> torch.Tensor:
