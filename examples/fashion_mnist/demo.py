@@ -44,7 +44,13 @@ from modeling_mobileclip import (  # noqa: E402
     MobileCLIPTokenizer,
     MobileCLIPVisionConfig,
 )
-from train.evaluate import embed_images, embed_texts, image_dataloader, zero_shot_classifier  # noqa: E402
+from train.evaluate import (  # noqa: E402
+    embed_images,
+    embed_texts,
+    image_dataloader,
+    zero_shot_classifier,
+    zero_shot_metrics,
+)
 
 CLASS_NAMES = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot"]
 TEMPLATES = ["a photo of a {}.", "a black and white photo of a {}.", "a low resolution photo of a {}.",
@@ -178,8 +184,7 @@ def evaluate(model_dir: str, captioned: str) -> dict:
     images = embed_images(model, loader)
     labels = torch.tensor(test["label"])
     classifier = zero_shot_classifier(model, processor.tokenizer, CLASS_NAMES, TEMPLATES)
-    ranks = (images["features"] @ classifier.T).argsort(dim=1, descending=True)
-    metrics = {f"zeroshot_top{k}": (ranks[:, :k] == labels[:, None]).any(1).float().mean().item() for k in (1, 5)}
+    metrics = {f"zeroshot_{k}": v for k, v in zero_shot_metrics(images["features"], labels, classifier).items()}
     texts = embed_texts(model, processor.tokenizer, test["caption"])
     similarity = images["features"] @ texts.T
     for direction, sim in (("image_to_text", similarity), ("text_to_image", similarity.T)):
