@@ -1,72 +1,151 @@
-"""Throughput of dataset reinforcement with DataCompDR-sized models (random weights): samples/s, writes JSON.
+"""Dataset reinforcement throughput, per stage and end to end, and storage per sample. Prints a table, writes JSON
+and markdown.
 
-    python benchmarks/reinforce_throughput.py --num-images 256 --captioner coca --out reinforce.json
+    python benchmarks/reinforce_throughput.py                       # CPU: 2 images (two ViT-L/14 teachers are slow)
+    python benchmarks/reinforce_throughput.py --device cuda --num-images 256 --captioner openclip:coca_ViT-L-14:
 
-Teachers: two open_clip ViT-L-14 (fp16 on GPU); captioner: open_clip coca_ViT-L-14 or none; K=30, N=5 by default.
-Images are synthetic 400x300 JPEGs (about DataComp's median size).
+DataCompDR-12M's recipe by default: K=30 augmentations at 224 px, N=5 synthetic captions, two open_clip ViT-L-14
+teachers (random weights: the cost is the same) in fp16 on a GPU, fp32 on CPU, on synthetic 400x300 JPEGs (about
+DataComp's median image). Stages, each timed alone on the same samples:
+
+* decode + augment: `prepare_sample` in one process (decode, sample K parameter sets, replay them at each teacher's
+  resolution); the builder runs this in `--num-workers` DataLoader workers, so divide by the workers you have;
+* captioner: N captions per image (CoCa generates a fixed 30 tokens, so random weights cost what real ones do);
+* each teacher: its K replayed images and 1 + N captions per sample;
+* write: Arrow conversion and the parquet write of the finished samples;
+* end to end: `build_reinforced_dataset` with everything, `--num-workers` workers.
 """
 
 import argparse
-import io
 import json
+import os
+import platform
+import statistics
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 import datasets
-import numpy as np
+import pyarrow.parquet as pq
 import torch
-from PIL import Image
 
-from dataset_builder import CoCaCaptioner, OpenCLIPTeacher, build_reinforced_dataset
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # fixtures.py, when run as a script from anywhere
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the packages, from a checkout
 
+from fixtures import synthetic_dataset  # noqa: E402
 
-def synthetic_dataset(n: int) -> datasets.Dataset:
-    rng = np.random.default_rng(0)
-    images = []
-    for _ in range(n):
-        buf = io.BytesIO()
-        Image.fromarray(rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)).save(buf, format="JPEG", quality=90)
-        images.append({"bytes": buf.getvalue(), "path": None})
-    return datasets.Dataset.from_dict({"image": images, "caption": [f"caption {i}" for i in range(n)]},
-                                      features=datasets.Features({"image": datasets.Image(),
-                                                                  "caption": datasets.Value("string")}))
+from dataset_builder import TeacherEnsemble, build_reinforced_dataset, load_captioner, load_teacher  # noqa: E402
+from dataset_builder.builder import records_to_table  # noqa: E402
+from dataset_builder.card import reinforced_features  # noqa: E402
+from dataset_builder.samples import PrepConfig, prepare_sample  # noqa: E402
 
 
-def timed_build(dataset, teachers, captioner, args, n_syn: int) -> float:
-    with tempfile.TemporaryDirectory() as out:
+def timed(fn, repeats: int, sync) -> float:
+    """Median seconds of `repeats` calls of `fn`, after one untimed call."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        sync()
         start = time.perf_counter()
-        build_reinforced_dataset(dataset, out, teachers, captioner, num_augmentations=args.k,
-                                 num_synthetic_captions=n_syn, num_shards=1, batch_size=args.batch_size,
-                                 num_workers=args.num_workers, progress=False)
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        return time.perf_counter() - start
+        fn()
+        sync()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def stage_timings(dataset, ensemble: TeacherEnsemble, captioner, args, sync) -> dict[str, dict]:
+    """Seconds per sample of each stage, measured on the same `args.num_images` samples."""
+    n = len(dataset)
+    cfg = PrepConfig("image", "caption", ensemble.views, args.k, seed=0, key_column="key", keep_pil=True)
+    rows = [dataset.cast_column("image", datasets.Image(decode=False))[i] for i in range(n)]  # JPEG bytes
+    samples = [prepare_sample(row, i, cfg) for i, row in enumerate(rows)]
+    stages = {"decode + augment": timed(lambda: [prepare_sample(r, i, cfg) for i, r in enumerate(rows)], 1, sync)}
+    if captioner is not None:
+        images = [s["image"] for s in samples]
+        stages["captioner"] = timed(lambda: captioner.caption(images, args.n, list(range(n))), 1, sync)
+    texts = [t for s in samples for t in [s["caption"]] + [f"{s['caption']}, variant {j}" for j in range(args.n)]]
+    for i, teacher in enumerate(ensemble.teachers):
+        views = torch.cat([s["views"][(teacher.image_size, teacher.interpolation)] for s in samples])
+        name = f"teacher {i + 1}: {teacher.name}"
+        stages[f"{name} images"] = timed(lambda: teacher.embed_images(views).cpu(), args.repeats, sync)
+        stages[f"{name} texts"] = timed(lambda: teacher.embed_texts(texts).cpu(), args.repeats, sync)
+    features = reinforced_features(args.k, args.n, ensemble.dim, "float16", True)
+    for s in samples:
+        s.update(syn_captions=[f"{s['caption']}, variant {j}" for j in range(args.n)],
+                 image_emb=torch.randn(args.k, ensemble.dim).half().numpy(),
+                 text_emb=torch.randn(1 + args.n, ensemble.dim).half().numpy())
+    with tempfile.TemporaryDirectory() as out:
+        stages["write"] = timed(lambda: pq.write_table(records_to_table(samples, features, True),
+                                                       os.path.join(out, "shard.parquet")), args.repeats, sync)
+    return {name: {"s_per_sample": seconds / n, "samples_per_s": n / seconds} for name, seconds in stages.items()}
+
+
+def markdown(result: dict) -> str:
+    a = result["args"]
+    lines = [f"{result['device']}; K={a['k']}, N={a['n']}, {a['num_images']} images of 400x300, teachers "
+             f"{', '.join(a['teachers'])} ({result['dtype']}), captioner {a['captioner']}.", "",
+             "| stage | samples/s | ms per sample | images or texts/s |", "|---|---|---|---|"]
+    for name, s in result["stages"].items():
+        per = ""
+        if name.endswith("images"):
+            per = f"{s['samples_per_s'] * a['k']:.1f} images/s"
+        elif name.endswith("texts"):
+            per = f"{s['samples_per_s'] * (1 + a['n']):.1f} texts/s"
+        elif name == "captioner":
+            per = f"{s['samples_per_s'] * a['n']:.2f} captions/s"
+        lines.append(f"| {name} | {s['samples_per_s']:.2f} | {1000 * s['s_per_sample']:.1f} | {per} |")
+    e = result["end_to_end"]
+    lines.append(f"| **end to end** ({a['num_workers']} workers) | **{e['samples_per_s']:.2f}** | "
+                 f"{1000 / e['samples_per_s']:.1f} | |")
+    storage = result["storage"]
+    lines += ["", f"Storage: {storage['bytes_per_sample'] / 1024:.1f} KiB per sample ("
+              + ", ".join(f"{k} {v / 1024:.1f} KiB" for k, v in storage["bytes_per_sample_per_column"].items()
+                          if v >= 512) + ")."]
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--num-images", type=int, default=256)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--num-images", type=int, default=2)
     p.add_argument("--k", type=int, default=30)
     p.add_argument("--n", type=int, default=5)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--num-workers", type=int, default=8)
-    p.add_argument("--captioner", choices=["coca", "none"], default="none")
-    p.add_argument("--out", default="reinforce_throughput.json")
+    p.add_argument("--teachers", nargs="+", default=["openclip:ViT-L-14:", "openclip:ViT-L-14:"],
+                   help="dataset_builder teacher specs (an empty pretrained tag: random weights)")
+    p.add_argument("--captioner", default="openclip:coca_ViT-L-14:", help="a captioner spec, or none")
+    p.add_argument("--batch-size", type=int, default=32, help="end to end: samples per teacher batch")
+    p.add_argument("--num-workers", type=int, default=os.cpu_count() or 1, help="end to end: decoding workers")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--out", default="benchmarks/results/reinforce_cpu.json")
     args = p.parse_args()
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = torch.float16 if device == "cuda" else torch.float32
-    teachers = [OpenCLIPTeacher("ViT-L-14", None, device, dtype, logit_scale=100.0) for _ in range(2)]
-    captioner = CoCaCaptioner("coca_ViT-L-14", None, device, dtype) if args.captioner == "coca" else None
+    dtype = torch.float16 if args.device == "cuda" else torch.float32
+    sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
+    teachers = [load_teacher(spec, args.device, dtype) for spec in args.teachers]
+    captioner = load_captioner(args.captioner, args.device, dtype)
+    args.n = args.n if captioner else 0  # without a captioner there are no synthetic captions
+    ensemble = TeacherEnsemble(teachers)
     dataset = synthetic_dataset(args.num_images)
-    n_syn = args.n if captioner else 0
-    timed_build(dataset.select(range(args.batch_size)), teachers, captioner, args, n_syn)  # warm-up
-    seconds = timed_build(dataset, teachers, captioner, args, n_syn)
-    result = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu", "args": vars(args),
-              "seconds": seconds, "samples_per_s": args.num_images / seconds,
-              "teacher_images_per_s": args.num_images * args.k * len(teachers) / seconds}
-    print(json.dumps(result, indent=2))
+    result = {"device": torch.cuda.get_device_name() if args.device == "cuda" else f"cpu ({os.cpu_count()} cores, "
+              f"{platform.processor() or platform.machine()})", "dtype": str(dtype).removeprefix("torch."),
+              "torch": torch.__version__, "args": vars(args),
+              "stages": stage_timings(dataset, ensemble, captioner, args, sync)}
+    with tempfile.TemporaryDirectory() as out:
+        start = time.perf_counter()
+        report = build_reinforced_dataset(dataset, out, teachers, captioner, key_column="key", num_augmentations=args.k,
+                                          num_synthetic_captions=args.n, num_shards=1,
+                                          batch_size=args.batch_size, num_workers=args.num_workers, progress=False)
+        sync()
+        seconds = time.perf_counter() - start
+    result["end_to_end"] = {"seconds": seconds, "samples_per_s": args.num_images / seconds}
+    result["storage"] = report["storage"]
+    table = markdown(result)
+    print("\n" + table)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(result, f, indent=2)
+    with open(os.path.splitext(args.out)[0] + ".md", "w") as f:
+        f.write(table)
 
 
 if __name__ == "__main__":

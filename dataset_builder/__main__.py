@@ -58,6 +58,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--num-synthetic-captions", type=int, default=5)
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--teacher-resolution", type=int, default=224, help="resolution the augmentations are sampled at")
+    g.add_argument("--crop-scale", type=float, nargs=2, default=[0.08, 1.0], metavar=("MIN", "MAX"),
+                   help="RandomResizedCrop area range of the stored augmentations")
     g = p.add_argument_group("output")
     g.add_argument("--num-shards", type=int, default=None)
     g.add_argument("--samples-per-shard", type=int, default=1000)
@@ -119,7 +121,8 @@ def main(argv: list[str] | None = None) -> None:
         num_synthetic_captions=args.num_synthetic_captions, seed=args.seed, num_shards=args.num_shards,
         samples_per_shard=args.samples_per_shard, batch_size=args.batch_size, num_workers=args.num_workers,
         dtype=args.dtype, store_images=not args.no_images, aug_resolution=args.teacher_resolution,
-        source=args.input, rank=state.process_index, world_size=state.num_processes, progress=not args.no_progress)
+        crop_scale=args.crop_scale, source=args.input, rank=state.process_index, world_size=state.num_processes,
+        progress=not args.no_progress)
     if not state.is_main_process:
         return
     report = report or wait_and_finalize(args.output_dir)

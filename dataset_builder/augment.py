@@ -229,6 +229,7 @@ def sample_augmentations(
     seed: int,
     output_size: int | Sequence[int] = DEFAULT_OUTPUT_SIZE,
     p: float = 1.0,
+    scale: Sequence[float] = RRC_SCALE,
 ) -> list[AugmentationParams]:
     """Sample K augmentations for one image without touching pixels or the global RNG.
 
@@ -238,6 +239,7 @@ def sample_augmentations(
         seed: Per-sample seed (see ``seed_for_key``); same seed, same parameters, in any process.
         output_size: Crop output size at sampling time (the teacher resolution); fixes the translate magnitudes.
         p: RandAugment probability.
+        scale: RandomResizedCrop area range (DataCompDR's (0.08, 1) by default).
 
     Returns:
         K ``AugmentationParams``; ``compress`` each one for storage.
@@ -246,7 +248,7 @@ def sample_augmentations(
     out_hw = _size_hw(output_size)
     params = []
     for _ in range(k):
-        crop = sample_crop(image_size_hw, generator)
+        crop = sample_crop(image_size_hw, generator, scale)
         params.append(AugmentationParams(crop, sample_rand_augment(out_hw, generator, p=p)))
     return params
 

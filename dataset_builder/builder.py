@@ -232,6 +232,7 @@ def build_reinforced_dataset(
     dtype: str = "float16",
     store_images: bool = True,
     aug_resolution: int = 224,
+    crop_scale: Sequence[float] = RRC_SCALE,
     min_image_size: int = 2,
     source: str = "",
     rank: int = 0,
@@ -261,6 +262,7 @@ def build_reinforced_dataset(
         dtype: ``float16``, ``float32`` or ``bfloat16`` (stored as float32).
         store_images: Store image bytes; False stores null and an ``image_ref`` column.
         aug_resolution: Resolution the augmentations are sampled at (DataCompDR: 224).
+        crop_scale: RandomResizedCrop area range (DataCompDR: (0.08, 1)); small images may want a narrower one.
         min_image_size: Images with a side shorter than this are skipped.
         source: Name of the input, stored in the metadata.
         rank, world_size: This process and the number of processes.
@@ -282,7 +284,7 @@ def build_reinforced_dataset(
     metadata = {
         "num_augmentations": num_augmentations, "num_synthetic_captions": num_synthetic_captions,
         "teachers": ensemble.metadata(), "embedding_dim": ensemble.dim, "dtype": dtype,
-        "augmentation": {"scale": list(RRC_SCALE), "ratio": list(RRC_RATIO), "num_ops": NUM_OPS,
+        "augmentation": {"scale": list(crop_scale), "ratio": list(RRC_RATIO), "num_ops": NUM_OPS,
                          "magnitude": MAGNITUDE, "num_magnitude_bins": NUM_MAGNITUDE_BINS,
                          "teacher_resolution": aug_resolution},
         "seed": seed, "source": source,
@@ -294,8 +296,8 @@ def build_reinforced_dataset(
     _check_fingerprint(output_dir, settings)
     features = reinforced_features(num_augmentations, num_synthetic_captions, ensemble.dim, dtype, store_images)
     cfg = PrepConfig(image_column, caption_column, ensemble.views, num_augmentations, seed, aug_resolution,
-                     key_column, url_column, syn_captions_column, num_synthetic_captions, min_image_size,
-                     keep_pil=captioner is not None, source=source)
+                     tuple(crop_scale), key_column, url_column, syn_captions_column, num_synthetic_captions,
+                     min_image_size, keep_pil=captioner is not None, source=source)
     todo = [s for s in range(rank, num_shards, world_size) if not os.path.exists(shard_path(output_dir, s, num_shards))]
     with tqdm(desc=f"rank {rank}: {len(todo)} shards", unit="img", disable=not progress) as bar:
         for shard in todo:

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import datasets
 from PIL import Image
 
-from .augment import compress, sample_augmentations, seed_for_key
+from .augment import RRC_SCALE, compress, sample_augmentations, seed_for_key
 from .teachers import replay_views
 
 SKIP_REASONS = (
@@ -42,6 +42,7 @@ class PrepConfig:
     num_augmentations: int
     seed: int
     aug_resolution: int = 224
+    crop_scale: Sequence[float] = RRC_SCALE
     key_column: str | None = None
     url_column: str | None = None
     syn_captions_column: str | None = None
@@ -145,7 +146,8 @@ def prepare_sample(row: dict, index: int, cfg: PrepConfig) -> dict:
         if min(image.size) < cfg.min_image_size:
             return {"key": key, "skip": "too_small", "detail": f"{image.size[0]}x{image.size[1]}"}
         params = sample_augmentations((image.height, image.width), cfg.num_augmentations,
-                                      seed_for_key(key, cfg.seed), output_size=cfg.aug_resolution)
+                                      seed_for_key(key, cfg.seed), output_size=cfg.aug_resolution,
+                                      scale=cfg.crop_scale)
         views = replay_views(image, params, cfg.views, cfg.aug_resolution)
     except Exception as err:  # never crash a long run on one row
         return {"key": key, "skip": "preprocess_error", "detail": f"{type(err).__name__}: {err}"}

@@ -62,6 +62,7 @@ def test_schema_shapes_and_metadata(built, models):
     assert meta["teachers"] == [t.metadata() for t in models[0]] and meta["embedding_dim"] == dim
     assert meta["num_augmentations"] == K and meta["num_synthetic_captions"] == N and meta["dtype"] == "float16"
     assert meta["augmentation"]["teacher_resolution"] == 224 and meta["seed"] == 7
+    assert meta["augmentation"]["scale"] == [0.08, 1.0]  # DataCompDR's RandomResizedCrop unless crop_scale is given
     card = (output_dir / "README.md").read_text()
     assert "data/train-*.parquet" in card and '"embedding_dim": 40' in card
     assert report["storage"]["bytes_per_sample"] > 0

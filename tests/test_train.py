@@ -16,10 +16,13 @@ import pytest
 import torch
 from datasets import ClassLabel, Dataset, Features, Image, List, Value
 from PIL import Image as PILImage
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import functional as TF
 
-from dataset_builder.augment import compress, sample_augmentations
+from dataset_builder.augment import compress, sample_augmentations, sample_crop, seed_for_key
 from modeling_mobileclip import MobileCLIPModel, MobileCLIPTokenizer
 from train.data import (
+    CLIP_CROP_SCALE,
     ImageSpec,
     MapStyleDataset,
     Reinforcement,
@@ -321,6 +324,8 @@ def test_config_errors(tmp_path):
         TrainConfig(train_dataset="x", recipe="online_distill")
     with pytest.raises(ValueError, match="train_dataset is required"):
         TrainConfig()
+    with pytest.raises(ValueError, match=r"crop_scale must be \[min, max\] with 0 < min <= max <= 1"):
+        TrainConfig(train_dataset="x", crop_scale=[0.5, 1.2])
     with pytest.raises(ValueError, match="report_to has unknown trackers"):
         TrainConfig(train_dataset="x", report_to=["tensorbored"])
     if importlib.util.find_spec("wandb") is None:  # accelerate itself would drop it silently
@@ -373,6 +378,22 @@ def test_reinforced_samples_are_replayed_and_reproducible(assets):
     # A dataset without synthetic captions (N = 0) gives samples without the synthetic-caption batch.
     no_synthetic = _transform(num_synthetic=0)({**row, "syn_captions": [], "text_emb": row["text_emb"][:1]}, "0", 0)
     assert "syn_input_ids" not in no_synthetic and "teacher_syn_text_embeds" not in no_synthetic
+
+
+def test_clip_recipe_crops_like_open_clip():
+    # open_clip's training RandomResizedCrop (scale (0.9, 1) unless configured), drawn from the per-sample generator.
+    image = PILImage.fromarray(np.random.default_rng(0).integers(0, 256, (48, 80, 3), dtype=np.uint8))
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    row = {"image": {"bytes": buffer.getvalue(), "path": None}, "caption": "a cat"}
+    assert CLIP_CROP_SCALE == (0.9, 1.0) and TrainConfig(train_dataset="x").crop_scale == [0.9, 1.0]
+    for scale in (CLIP_CROP_SCALE, (0.08, 0.2)):
+        transform = SampleTransform("clip", ImageSpec(32, "bilinear"), Tokenize(MobileCLIPTokenizer(), 16), 0,
+                                    crop_scale=scale)
+        i, j, h, w = sample_crop((48, 80), torch.Generator().manual_seed(seed_for_key("0:7", 0)), scale=scale)
+        assert scale[0] - 0.05 <= h * w / (48 * 80) <= scale[1] + 0.05  # up to the rounding of h and w
+        crop = TF.resized_crop(image, i, j, h, w, [32, 32], InterpolationMode.BILINEAR)
+        assert torch.equal(transform(row, "7", 0)["pixel_values"], TF.pil_to_tensor(crop).float() / 255)
 
 
 def test_images_are_decoded_with_their_exif_orientation():

@@ -44,6 +44,9 @@ REQUIRED_COLUMNS = {
 # The map-style dataset gives up after this many consecutive unreadable rows: that is a broken dataset, not noise.
 MAX_CONSECUTIVE_CORRUPT = 64
 _MAX_WARNINGS = 10
+# The CLIP baseline's RandomResizedCrop scale: open_clip's training default (`AugmentationCfg.scale`), with which the
+# paper's DataComp baselines were trained; reinforced samples replay their stored crops instead.
+CLIP_CROP_SCALE = (0.9, 1.0)
 _IMAGE_DECODER = ImageFeature()
 
 
@@ -157,6 +160,7 @@ class SampleTransform:
         reinforcement: metadata of a reinforced dataset (reinforced recipe only).
         teacher: image spec of the live teachers (online_distill only).
         teacher_tokenize: the teachers' tokenizer (online_distill only).
+        crop_scale: RandomResizedCrop area range of the clip recipe.
     """
 
     def __init__(
@@ -168,9 +172,11 @@ class SampleTransform:
         reinforcement: Reinforcement | None = None,
         teacher: ImageSpec | None = None,
         teacher_tokenize: Tokenize | None = None,
+        crop_scale: tuple[float, float] = CLIP_CROP_SCALE,
     ):
         self.recipe, self.student, self.tokenize, self.seed = recipe, student, tokenize, seed
         self.reinforcement, self.teacher, self.teacher_tokenize = reinforcement, teacher, teacher_tokenize
+        self.crop_scale = tuple(crop_scale)
 
     def __call__(self, row: dict, uid: str, epoch: int) -> dict[str, torch.Tensor]:
         sample_seed = seed_for_key(f"{epoch}:{uid}", self.seed)
@@ -180,8 +186,8 @@ class SampleTransform:
         if self.recipe == "reinforced":
             return self._reinforced(row, image, caption, generator)
         if self.recipe == "clip":
-            # Plain CLIP baseline: a standard RandomResizedCrop, drawn from the per-sample generator.
-            i, j, h, w = sample_crop((image.height, image.width), generator)
+            # Plain CLIP baseline: open_clip's RandomResizedCrop, drawn from the per-sample generator.
+            i, j, h, w = sample_crop((image.height, image.width), generator, scale=self.crop_scale)
             crop = TF.resized_crop(image, i, j, h, w, [self.student.size] * 2, _interpolation(self.student))
             return {"pixel_values": self.student.to_tensor(crop), "input_ids": self.tokenize([caption])[0]}
         # online_distill: a fresh DataCompDR-style augmentation (RRC + RandAugment), shown to the student and, at the
@@ -381,6 +387,7 @@ def build_train_dataloader(
 
 
 __all__ = [
+    "CLIP_CROP_SCALE",
     "RECIPES",
     "REQUIRED_COLUMNS",
     "ImageSpec",

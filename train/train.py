@@ -44,6 +44,7 @@ from accelerate.utils import ProjectConfiguration, set_seed
 from tqdm.auto import tqdm
 
 from train.data import (
+    CLIP_CROP_SCALE,
     RECIPES,
     ImageSpec,
     Reinforcement,
@@ -74,6 +75,7 @@ class TrainConfig:
     num_workers: int = 4  # DataLoader workers per process (decoding and augmentation happen there)
     dataset_cache_dir: str | None = None  # datasets' Arrow cache for local folders (default: HF_DATASETS_CACHE)
     interpolation: str = "bicubic"  # student resize of the replayed crop (DataCompDR config; §8.4)
+    crop_scale: list[float] = field(default_factory=lambda: list(CLIP_CROP_SCALE))  # clip recipe: RRC area range
     teacher_models: list[str] = field(default_factory=list)  # online_distill: teacher folders (same input size)
     teacher_logit_scale: float | list[float] | None = None  # None: reinforcement.json's, or 100 for online_distill
     loss_weights: list[float] = field(default_factory=lambda: [0.0, 1.0])  # (w_clip, w_distill), paper's (1-λ, λ)
@@ -152,6 +154,8 @@ def _value_errors(cfg: TrainConfig) -> list[str]:
     errors += [f"{k} must be in [0, 1), got {value(k)}" for k in ("beta1", "beta2") if not 0 <= value(k) < 1]
     if not cfg.train_dataset:
         errors.append("train_dataset is required (a local folder or a Hub dataset id)")
+    if len(cfg.crop_scale) != 2 or not 0 < cfg.crop_scale[0] <= cfg.crop_scale[1] <= 1:
+        errors.append(f"crop_scale must be [min, max] with 0 < min <= max <= 1, got {cfg.crop_scale}")
     if len(cfg.loss_weights) != 2:
         errors.append(f"loss_weights must be [w_clip, w_distill], got {cfg.loss_weights}")
     if cfg.recipe == "online_distill" and not cfg.teacher_models:
@@ -301,7 +305,8 @@ def build_train_data(cfg, accelerator, processor, batch_size, teacher_spec=None,
         )
     student = ImageSpec.from_image_processor(processor.image_processor, cfg.interpolation)
     tokenize = Tokenize(processor.tokenizer, processor.tokenizer.model_max_length)
-    transform = SampleTransform(cfg.recipe, student, tokenize, cfg.seed, reinforcement, teacher_spec, teacher_tokenize)
+    transform = SampleTransform(cfg.recipe, student, tokenize, cfg.seed, reinforcement, teacher_spec, teacher_tokenize,
+                                cfg.crop_scale)
     return build_train_dataloader(dataset, transform, batch_size, cfg.num_workers, streaming), reinforcement
 
 

@@ -4,8 +4,8 @@ Data: the Fashion-MNIST subset shipped in `data/` (6,000 training and 1,000 test
 captioned from class names and templates; hand-written class descriptions stand in for a captioner's synthetic
 captions. Steps, each cached in `--output` so that a rerun skips what is done:
 
-1. two teachers (MobileCLIP-style dual encoders, larger than the student: an MCi and a ViT image tower) trained here
-   with plain CLIP on the training split (`train/train.py`, recipe `clip`);
+1. two teachers (MobileCLIP-style dual encoders with MCi image towers, wider and deeper than the student's, trained
+   for more steps) trained here with plain CLIP on the training split (`train/train.py`, recipe `clip`);
 2. the training split reinforced with both teachers (`dataset_builder`: K stored augmentations per image, teacher
    embeddings of every augmentation and caption);
 3. a small MobileCLIP student trained on it with the reinforced loss, and the same student trained with plain CLIP
@@ -15,7 +15,7 @@ captions. Steps, each cached in `--output` so that a rerun skips what is done:
    (accuracy against samples seen); the learning-efficiency ratio; the student reloaded with AutoModel and used
    through the zero-shot pipeline.
 
-    python examples/fashion_mnist/demo.py [--output outputs/fashion_mnist] [--student-steps 300] [--quick]
+    python examples/fashion_mnist/demo.py [--output outputs/fashion_mnist] [--student-steps 150] [--quick]
 """
 
 import argparse
@@ -80,21 +80,26 @@ DESCRIPTIONS = {
 }
 NUM_SYNTHETIC = 4
 IMAGE_SIZE = 32  # 28-px images, resized so that the stride-32 MCi towers keep a 1x1 final map
+# The longest caption here is 13 tokens: a 32-token context (MobileCLIP's is 77) halves the text towers' cost.
+CONTEXT_LENGTH = 32
+# DataCompDR's crops keep 8-100% of a 400-px photo; of a 28-px image they would keep as little as 8x8 pixels.
+CROP_SCALE = (0.5, 1.0)
 
-# Teachers are larger than the student and see the same 32-px images; 128-d joint spaces.
+# Teachers: two MCi dual encoders, wider and deeper than the student, trained longer; 128-d joint spaces.
 TEACHERS = {
-    "teacher_mci": dict(architecture="fastvit_mci0",
-                        model_args={"layers": [1, 1, 3, 1], "embed_dims": [32, 64, 128, 256]}),
-    "teacher_vit": dict(architecture="vit_large_patch14_clip_224",
-                        model_args={"patch_size": 4, "embed_dim": 128, "depth": 4, "num_heads": 2}),
+    "teacher_mci_wide": dict(architecture="fastvit_mci0",
+                             model_args={"layers": [1, 1, 3, 1], "embed_dims": [32, 64, 128, 256]}),
+    "teacher_mci_deep": dict(architecture="fastvit_mci0",
+                             model_args={"layers": [2, 2, 4, 2], "embed_dims": [24, 48, 96, 192]}),
 }
+TEACHER_TEXT = dict(text_width=96, text_layers=3)
 STUDENT = dict(architecture="fastvit_mci0", model_args={"layers": [1, 1, 2, 1], "embed_dims": [16, 32, 64, 128]})
 
 
 def model_config(vision: dict, text_width: int, text_layers: int) -> MobileCLIPConfig:
     text = MobileCLIPTextConfig(hidden_size=text_width, intermediate_size=4 * text_width,
                                 num_hidden_layers=text_layers, num_attention_heads=max(1, text_width // 32),
-                                projection_dim=128)
+                                projection_dim=128, max_position_embeddings=CONTEXT_LENGTH)
     return MobileCLIPConfig(text_config=text, projection_dim=128,
                             vision_config=MobileCLIPVisionConfig(image_size=IMAGE_SIZE, projection_dim=128, **vision))
 
@@ -106,7 +111,8 @@ def init_model_folder(path: str, config: MobileCLIPConfig, seed: int) -> str:
         MobileCLIPModel(config).save_pretrained(path)
         image_processor = MobileCLIPImageProcessor(size={"shortest_edge": IMAGE_SIZE},
                                                    crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
-        MobileCLIPProcessor(image_processor, MobileCLIPTokenizer()).save_pretrained(path)
+        tokenizer = MobileCLIPTokenizer(model_max_length=CONTEXT_LENGTH)
+        MobileCLIPProcessor(image_processor, tokenizer).save_pretrained(path)
     return path
 
 
@@ -157,17 +163,20 @@ class MemoizedTextTeacher(TransformersTeacher):
         return torch.stack([cache[t] for t in texts])
 
 
-def reinforce(captioned: str, teachers: list[str], output: str, num_augmentations: int) -> str:
+def reinforce(captioned: str, teachers: list[str], output: str, num_augmentations: int,
+              max_images: int | None = None) -> str:
     out = os.path.join(output, "reinforced")
     if os.path.exists(os.path.join(out, "reinforcement.json")):
         return out
     train = load_dataset("parquet", data_files=os.path.join(captioned, "train.parquet"), split="train")
+    train = train.select(range(min(len(train), max_images or len(train))))
     ensemble = [MemoizedTextTeacher.from_pretrained(path, interpolation="bilinear") for path in teachers]
     start = time.time()
     report = build_reinforced_dataset(
         train.remove_columns("label"), out, teachers=ensemble, captioner=None, key_column="key",
         syn_captions_column="syn_captions", num_augmentations=num_augmentations,
-        num_synthetic_captions=NUM_SYNTHETIC, aug_resolution=IMAGE_SIZE, samples_per_shard=1500, batch_size=100,
+        num_synthetic_captions=NUM_SYNTHETIC, aug_resolution=IMAGE_SIZE, crop_scale=CROP_SCALE, samples_per_shard=1500,
+        batch_size=100,
     )
     print(f"[reinforce] {len(train)} images x {num_augmentations} augmentations in {time.time() - start:.0f} s: "
           f"{report}")
@@ -229,8 +238,8 @@ def plot(curves: dict, path: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", default=os.path.join("outputs", "fashion_mnist"))
-    parser.add_argument("--teacher-steps", type=int, default=150)
-    parser.add_argument("--student-steps", type=int, default=300)
+    parser.add_argument("--teacher-steps", type=int, default=250)
+    parser.add_argument("--student-steps", type=int, default=150)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--num-augmentations", type=int, default=4)
     parser.add_argument("--quick", action="store_true", help="a smoke run: a few steps each (for tests)")
@@ -246,11 +255,11 @@ def main() -> None:
                          eval_class_names=CLASS_NAMES)
     teachers = []
     for seed, (name, vision) in enumerate(TEACHERS.items()):
-        init = init_model_folder(os.path.join(args.output, "init", name), model_config(vision, 128, 4), seed)
+        init = init_model_folder(os.path.join(args.output, "init", name), model_config(vision, **TEACHER_TEXT), seed)
         teachers.append(run_training(name, args.output, dict(
             model=init, recipe="clip", train_dataset=captioned, global_batch_size=args.batch_size,
             train_steps=args.teacher_steps, lr=2e-3, seed=seed, interpolation="bilinear", **zeroshot_eval)))
-    reinforced = reinforce(captioned, teachers, args.output, args.num_augmentations)
+    reinforced = reinforce(captioned, teachers, args.output, args.num_augmentations, 512 if args.quick else None)
 
     student_init = init_model_folder(os.path.join(args.output, "init", "student"), model_config(STUDENT, 64, 2), 10)
     eval_every = max(1, args.student_steps // 10)

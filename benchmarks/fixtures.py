@@ -1,0 +1,61 @@
+"""Synthetic inputs for the throughput benchmarks: DataComp-sized JPEGs and a teacher that costs nothing.
+
+Throughput depends on sizes and shapes, not on pixel or weight values, so random images, random weights and a
+projection "teacher" measure the same work as the real thing (the teachers' own cost is measured separately).
+"""
+
+import io
+import zlib
+
+import datasets
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from dataset_builder import Teacher, build_reinforced_dataset
+
+
+def synthetic_dataset(n: int, height: int = 300, width: int = 400, seed: int = 0) -> datasets.Dataset:
+    """`n` random JPEGs (quality 90; 400x300 is about DataComp's median image) with captions, keys `img-00000`..."""
+    rng = np.random.default_rng(seed)
+    images = []
+    for _ in range(n):
+        buf = io.BytesIO()
+        Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(buf, format="JPEG", quality=90)
+        images.append({"bytes": buf.getvalue(), "path": None})
+    features = datasets.Features({"key": datasets.Value("string"), "image": datasets.Image(),
+                                  "caption": datasets.Value("string")})
+    return datasets.Dataset.from_dict(
+        {"key": [f"img-{i:05d}" for i in range(n)], "image": images,
+         "caption": [f"a photo of object number {i} on a table" for i in range(n)]},
+        features=features)
+
+
+class ProjectionTeacher(Teacher):
+    """A fixed random projection of 4x4-pooled pixels and of hashed captions: DataCompDR-shaped embeddings (any
+    width) at no model cost, to write realistic reinforced datasets quickly."""
+
+    def __init__(self, dim: int = 768, image_size: int = 224, seed: int = 0):
+        super().__init__(f"projection-{dim}-{seed}", dim, 100.0, image_size)
+        self.model = torch.nn.Linear(48, dim)
+        torch.nn.init.normal_(self.model.weight, generator=torch.Generator().manual_seed(seed))
+
+    def _encode_image(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.model(F.adaptive_avg_pool2d(pixel_values, 4).flatten(1))
+
+    def _encode_text(self, texts: list[str]) -> torch.Tensor:
+        seeds = [zlib.crc32(t.encode()) for t in texts]
+        return self.model(torch.stack([torch.randn(48, generator=torch.Generator().manual_seed(s)) for s in seeds]))
+
+
+def reinforced_dataset(output_dir: str, num_images: int, k: int, n: int, dims: tuple[int, ...] = (768, 768),
+                       num_workers: int = 0) -> dict:
+    """A reinforced dataset of `num_images` synthetic JPEGs in DataCompDR's shape (K augmentations, N synthetic
+    captions, one teacher slice per entry of `dims`), written by dataset_builder; returns its report."""
+    data = synthetic_dataset(num_images)
+    syn = [[f"{c}, variant {j}" for j in range(n)] for c in data["caption"]]
+    return build_reinforced_dataset(
+        data.add_column("syn_captions", syn), output_dir, [ProjectionTeacher(d, seed=i) for i, d in enumerate(dims)],
+        key_column="key", syn_captions_column="syn_captions", num_augmentations=k, num_synthetic_captions=n,
+        num_workers=num_workers, progress=False)

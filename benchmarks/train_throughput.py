@@ -1,0 +1,138 @@
+"""Training throughput: reinforced vs plain CLIP vs online distillation, same student and batch; data pipeline
+samples/s per worker. Prints a table, writes JSON and markdown.
+
+    python benchmarks/train_throughput.py                                 # CPU: S0 student, batch 16, B teachers
+    python benchmarks/train_throughput.py --device cuda --batch-size 256 --teacher mobileclip-l14 --mixed-precision bf16
+
+Each recipe runs `train/train.py`'s `training_function` (data loading, forward, loss, backward, AdamW step: what a
+user's run does) for `--warmup + --steps` optimizer steps and reports the median of the logged per-step samples/s
+after the warm-up. The data is a DataCompDR-shaped reinforced dataset of synthetic 400x300 JPEGs (K=30 stored
+augmentations, N=5 synthetic captions, two 768-d teachers), written by dataset_builder. Online distillation runs two
+`--teacher` models live on the same augmented images (the paper's teachers are two ViT-L/14 CLIPs:
+`mobileclip-l14` has that image and text tower). The data pipeline is timed alone, without a model: one DataLoader
+worker, samples/s, per recipe.
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # fixtures.py, when run as a script from anywhere
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # train/ and the packages, from a checkout
+
+from fixtures import reinforced_dataset  # noqa: E402
+from train.data import (  # noqa: E402
+    ImageSpec,
+    Reinforcement,
+    SampleTransform,
+    Tokenize,
+    build_train_dataloader,
+    load_train_dataset,
+)
+from train.evaluate import load_model_and_processor  # noqa: E402
+from train.train import TrainConfig, training_function  # noqa: E402
+
+RECIPES = ("reinforced", "clip", "online_distill")
+
+
+def train_samples_per_s(recipe: str, data: str, args, work: str) -> dict:
+    """Median per-step samples/s of a short `training_function` run (after `args.warmup` steps)."""
+    out = os.path.join(work, recipe)
+    cfg = TrainConfig(
+        model=args.student, recipe=recipe, train_dataset=data, global_batch_size=args.batch_size,
+        train_steps=args.warmup + args.steps, warmup_steps=1, num_workers=args.num_workers,
+        mixed_precision=args.mixed_precision, teacher_models=[args.teacher] * 2 if recipe == "online_distill" else [],
+        output_dir=out, report_to=["none"], log_every=1, save_every=0, save_total_limit=1,
+    )
+    start = time.perf_counter()
+    training_function(cfg)
+    with open(os.path.join(out, "metrics.jsonl")) as f:
+        rates = [r["train/samples_per_second"] for r in map(json.loads, f) if "train/samples_per_second" in r]
+    rates = rates[args.warmup:]
+    return {"samples_per_s": statistics.median(rates), "min": min(rates), "max": max(rates), "steps": len(rates),
+            "wall_s": time.perf_counter() - start}
+
+
+def data_samples_per_s(recipe: str, data: str, args) -> float:
+    """Samples/s of one DataLoader worker (decode, replay or crop, tokenise, collate), no model."""
+    _, processor = load_model_and_processor(args.student)
+    student = ImageSpec.from_image_processor(processor.image_processor)
+    tokenize = Tokenize(processor.tokenizer, processor.tokenizer.model_max_length)
+    teacher = teacher_tokenize = None
+    if recipe == "online_distill":
+        _, teacher_processor = load_model_and_processor(args.teacher)
+        teacher = ImageSpec.from_image_processor(teacher_processor.image_processor)
+        teacher_tokenize = Tokenize(teacher_processor.tokenizer, teacher_processor.tokenizer.model_max_length)
+    reinforcement = Reinforcement.load(data) if recipe == "reinforced" else None
+    dataset = load_train_dataset(data, "train", recipe, False, 0, 1, 0, 1)
+    transform = SampleTransform(recipe, student, tokenize, 0, reinforcement, teacher, teacher_tokenize)
+    loader = build_train_dataloader(dataset, transform, args.batch_size, num_workers=1, streaming=False)
+    batches = iter(loader)
+    next(batches)  # worker start-up
+    start, n = time.perf_counter(), 0
+    for batch in batches:
+        n += len(batch["pixel_values"])
+    return n / (time.perf_counter() - start)
+
+
+def markdown(result: dict) -> str:
+    a = result["args"]
+    lines = [f"Student `{a['student']}`, batch {a['batch_size']}, {a['mixed_precision']}, {a['num_workers']} "
+             f"loader workers; online teachers: 2 x `{a['teacher']}`; {result['device']}.", "",
+             "| recipe | training samples/s (median) | min-max | data pipeline samples/s per worker |",
+             "|---|---|---|---|"]
+    for recipe in a["recipes"]:
+        t, d = result["train"][recipe], result["data_per_worker"][recipe]
+        lines.append(f"| {recipe} | {t['samples_per_s']:.1f} | {t['min']:.1f}-{t['max']:.1f} | {d:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--student", default="mobileclip-s0")
+    p.add_argument("--teacher", default="mobileclip-b", help="online distillation: a variant name or model folder")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], default="no")
+    p.add_argument("--num-workers", type=int, default=1, help="DataLoader workers of the training runs")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--k", type=int, default=30)
+    p.add_argument("--n", type=int, default=5)
+    p.add_argument("--recipes", nargs="+", choices=RECIPES, default=list(RECIPES))
+    p.add_argument("--out", default="benchmarks/results/train_cpu.json")
+    args = p.parse_args()
+    if args.device == "cpu":
+        os.environ["ACCELERATE_USE_CPU"] = "1"  # accelerate would take a visible GPU otherwise
+    num_images = args.batch_size * (args.warmup + args.steps + 1)
+    result = {"device": torch.cuda.get_device_name() if args.device == "cuda" else f"cpu ({os.cpu_count()} cores, "
+              f"{platform.processor() or platform.machine()})", "torch": torch.__version__, "args": vars(args),
+              "train": {}, "data_per_worker": {}}
+    with tempfile.TemporaryDirectory() as work:
+        data = os.path.join(work, "data")
+        report = reinforced_dataset(data, num_images, args.k, args.n, num_workers=os.cpu_count() or 1)
+        result["bytes_per_sample"] = report["storage"]["bytes_per_sample"]
+        for recipe in args.recipes:
+            result["data_per_worker"][recipe] = data_samples_per_s(recipe, data, args)
+            result["train"][recipe] = train_samples_per_s(recipe, data, args, work)
+            print(f"{recipe}: {result['train'][recipe]['samples_per_s']:.1f} samples/s training, "
+                  f"{result['data_per_worker'][recipe]:.1f} samples/s per data worker", flush=True)
+    table = markdown(result)
+    print("\n" + table)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(result, f, indent=2)
+    with open(os.path.splitext(args.out)[0] + ".md", "w") as f:
+        f.write(table)
+
+
+if __name__ == "__main__":
+    main()
