@@ -176,7 +176,7 @@ def test_crop_scale_bounds_the_sampled_crops():
     for scale in ((0.08, 1.0), (0.5, 0.7)):
         params = sample_augmentations((300, 400), 300, seed=3, scale=scale)
         areas = [p.crop[2] * p.crop[3] / (300 * 400) for p in params]
-        assert scale[0] - 0.01 <= min(areas) < scale[0] + 0.05 and scale[1] - 0.05 < max(areas) <= scale[1] + 0.01
+        assert scale[0] - 0.01 <= min(areas) < scale[0] + 0.05 and scale[1] - 0.1 < max(areas) <= scale[1] + 0.01
         # The crop is the first draw of each augmentation: same seed, same boxes as torchvision's sampler with scale.
         generator = torch.Generator().manual_seed(3)
         assert params[0].crop == sample_crop((300, 400), generator, scale)

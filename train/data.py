@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 from datasets import Image as ImageFeature
-from datasets import load_dataset
+from datasets import load_dataset, load_dataset_builder
 from datasets.distributed import split_dataset_by_node
 from PIL import Image
 from torchvision.transforms import InterpolationMode
@@ -323,6 +323,18 @@ def check_columns(column_names: list[str] | None, recipe: str, source: str) -> N
         )
 
 
+def load_rows(source: str, split: str, streaming: bool = False, **kwargs):
+    """`load_dataset`, except that a local folder rebuilt in place is read anew.
+
+    datasets 5 keys its Arrow cache of a folder whose README declares the data files on the folder alone, not on the
+    files' modification times, and would serve the old rows of a rebuilt dataset. Data files passed explicitly are
+    keyed with their modification times, so resolve the card's files and pass them.
+    """
+    if os.path.isdir(source) and not streaming and "data_files" not in kwargs:
+        kwargs["data_files"] = load_dataset_builder(source).config.data_files
+    return load_dataset(source, split=split, streaming=streaming, **kwargs)
+
+
 def _variable_length(table: pa.Table, columns: list[str]) -> pa.Table:
     """Casts fixed-size nested list columns to variable-length lists of the same values."""
     for name in columns:
@@ -348,7 +360,7 @@ def load_train_dataset(
     Images are kept encoded (`Image(decode=False)`) so that they are decoded in the workers, where a failure can be
     caught per sample. Embeddings come as NumPy arrays: per-example Python lists of floats are ~4x slower (§4.4).
     """
-    dataset = load_dataset(source, split=split, streaming=streaming, cache_dir=cache_dir)
+    dataset = load_rows(source, split, streaming, cache_dir=cache_dir)
     check_columns(dataset.column_names, recipe, source)
     needed = list(REQUIRED_COLUMNS[recipe]) + (["key"] if "key" in dataset.column_names else [])
     if streaming and set(dataset.column_names) - set(needed):
@@ -400,5 +412,6 @@ __all__ = [
     "check_columns",
     "collate",
     "decode_image",
+    "load_rows",
     "load_train_dataset",
 ]

@@ -19,7 +19,7 @@ import os
 
 import torch
 import torch.nn.functional as F
-from datasets import ClassLabel, load_dataset
+from datasets import ClassLabel
 from transformers import AutoConfig, AutoModel, AutoProcessor
 
 from modeling_mobileclip import (  # importing the package registers MobileCLIP with the Auto classes
@@ -31,7 +31,7 @@ from modeling_mobileclip import (  # importing the package registers MobileCLIP 
     MobileCLIPTokenizer,
 )
 
-from .data import Tokenize, decode_image
+from .data import Tokenize, decode_image, load_rows
 
 # open_clip's SIMPLE_IMAGENET_TEMPLATES and OPENAI_IMAGENET_TEMPLATES (the 80 prompts of the CLIP paper, which
 # MobileCLIP's ImageNet evaluation uses through clip_benchmark).
@@ -296,7 +296,7 @@ def load_eval_task(
         columns: column names, default `{"image": "image", "label": "label", "caption": "caption"}`.
     """
     columns = {"image": "image", "label": "label", "caption": "caption", **(columns or {})}
-    dataset = load_dataset(source, split=split, cache_dir=cache_dir)
+    dataset = load_rows(source, split, cache_dir=cache_dir)
     if max_samples:
         dataset = dataset.select(range(min(max_samples, len(dataset))))
     label = columns["label"] if task == "zeroshot" else None
@@ -351,7 +351,7 @@ def main(argv=None) -> dict:
     model = model.to(args.device).eval()
     task = args.task
     if task == "auto":
-        columns = load_dataset(args.dataset, split=args.split, cache_dir=args.cache_dir).column_names
+        columns = load_rows(args.dataset, args.split, cache_dir=args.cache_dir).column_names
         task = "zeroshot" if args.label_column in columns else "retrieval"
     class_names = json.load(open(args.class_names)) if args.class_names else None
     templates = args.templates if args.templates in TEMPLATES else json.load(open(args.templates))
