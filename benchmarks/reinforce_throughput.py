@@ -17,9 +17,7 @@ DataComp's median image). Stages, each timed alone on the same samples:
 """
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -30,10 +28,10 @@ import datasets
 import pyarrow.parquet as pq
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # fixtures.py, when run as a script from anywhere
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # common.py, when run as a script from anywhere
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the packages, from a checkout
 
-from fixtures import synthetic_dataset  # noqa: E402
+from common import device_name, synthetic_dataset, write_results  # noqa: E402
 
 from dataset_builder import TeacherEnsemble, build_reinforced_dataset, load_captioner, load_teacher  # noqa: E402
 from dataset_builder.builder import records_to_table  # noqa: E402
@@ -126,8 +124,7 @@ def main() -> None:
     args.n = args.n if captioner else 0  # without a captioner there are no synthetic captions
     ensemble = TeacherEnsemble(teachers)
     dataset = synthetic_dataset(args.num_images)
-    result = {"device": torch.cuda.get_device_name() if args.device == "cuda" else f"cpu ({os.cpu_count()} cores, "
-              f"{platform.processor() or platform.machine()})", "dtype": str(dtype).removeprefix("torch."),
+    result = {"device": device_name(args.device), "dtype": str(dtype).removeprefix("torch."),
               "torch": torch.__version__, "args": vars(args),
               "stages": stage_timings(dataset, ensemble, captioner, args, sync)}
     with tempfile.TemporaryDirectory() as out:
@@ -139,13 +136,7 @@ def main() -> None:
         seconds = time.perf_counter() - start
     result["end_to_end"] = {"seconds": seconds, "samples_per_s": args.num_images / seconds}
     result["storage"] = report["storage"]
-    table = markdown(result)
-    print("\n" + table)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=2)
-    with open(os.path.splitext(args.out)[0] + ".md", "w") as f:
-        f.write(table)
+    write_results(result, markdown(result), args.out)
 
 
 if __name__ == "__main__":

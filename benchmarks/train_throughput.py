@@ -16,7 +16,6 @@ worker, samples/s, per recipe.
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -25,10 +24,11 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # fixtures.py, when run as a script from anywhere
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # common.py, when run as a script from anywhere
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # train/ and the packages, from a checkout
 
-from fixtures import reinforced_dataset  # noqa: E402
+from common import device_name, reinforced_dataset, write_results  # noqa: E402
+
 from train.data import (  # noqa: E402
     ImageSpec,
     Reinforcement,
@@ -113,8 +113,7 @@ def main() -> None:
     if args.device == "cpu":
         os.environ["ACCELERATE_USE_CPU"] = "1"  # accelerate would take a visible GPU otherwise
     num_images = args.batch_size * (args.warmup + args.steps + 1)
-    result = {"device": torch.cuda.get_device_name() if args.device == "cuda" else f"cpu ({os.cpu_count()} cores, "
-              f"{platform.processor() or platform.machine()})", "torch": torch.__version__, "args": vars(args),
+    result = {"device": device_name(args.device), "torch": torch.__version__, "args": vars(args),
               "train": {}, "data_per_worker": {}}
     with tempfile.TemporaryDirectory() as work:
         data = os.path.join(work, "data")
@@ -125,13 +124,7 @@ def main() -> None:
             result["train"][recipe] = train_samples_per_s(recipe, data, args, work)
             print(f"{recipe}: {result['train'][recipe]['samples_per_s']:.1f} samples/s training, "
                   f"{result['data_per_worker'][recipe]:.1f} samples/s per data worker", flush=True)
-    table = markdown(result)
-    print("\n" + table)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=2)
-    with open(os.path.splitext(args.out)[0] + ".md", "w") as f:
-        f.write(table)
+    write_results(result, markdown(result), args.out)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,14 @@
 """Synthetic-caption generators: transformers image-to-text models and open_clip's CoCa (DataCompDR's captioner).
 
 Protocol: a captioner has ``name`` and ``caption(images, num_captions, seeds) -> list[list[str]]``, returning
-``num_captions`` strings per image. Sampling is nucleus sampling (top-p 0.9, as in DataCompDR) seeded per image:
-the N captions of one image are generated together (one batch of N) under a generator seeded from the sample's
-key, so the captions of a sample do not depend on which other samples share its batch, shard or process.
+``num_captions`` strings per image. Sampling is nucleus sampling (top-p 0.9, as in DataCompDR) seeded per image, so
+the captions of a sample do not depend on which other samples share its batch, shard or process:
+
+* transformers captioners generate the N captions of every image of a batch in one ``generate`` call; each row
+  draws its tokens from a generator of its own (``RowSampler``);
+* CoCa's ``generate`` samples from the global RNG, so by default each image's N captions are one call under that
+  image's seed; ``images_per_call > 1`` batches images (faster on a GPU) at the price of captions that depend on
+  which images share the call.
 """
 
 from __future__ import annotations
@@ -13,6 +18,9 @@ from typing import Any, Iterator, Protocol, Sequence
 
 import torch
 from PIL import Image
+from transformers import LogitsProcessor, LogitsProcessorList, TopPLogitsWarper
+
+from .augment import seed_for_key
 
 
 class Captioner(Protocol):
@@ -32,6 +40,18 @@ def seeded(seed: int, device: torch.device) -> Iterator[None]:
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed % 2**63)
         yield
+
+
+class RowSampler(LogitsProcessor):
+    """Samples every row from a generator of its own: Gumbel-max on the (top-p filtered) scores, so that greedy
+    search's argmax draws exactly from ``softmax(scores)``, and a row's tokens depend on its seed alone."""
+
+    def __init__(self, seeds: Sequence[int]):
+        self.generators = [torch.Generator().manual_seed(seed % 2**63) for seed in seeds]
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        gumbel = torch.stack([-torch.empty(scores.shape[-1]).exponential_(generator=g).log() for g in self.generators])
+        return scores.float() + gumbel.to(scores.device)
 
 
 def clean_caption(text: str, cut_at_period: bool = True) -> str:
@@ -86,21 +106,21 @@ class TransformersCaptioner:
 
     @torch.no_grad()
     def caption(self, images: Sequence[Image.Image], num_captions: int, seeds: Sequence[int]) -> list[list[str]]:
-        device = next(self.model.parameters()).device
-        dtype = next(self.model.parameters()).dtype
-        captions = []
-        for image, seed in zip(images, seeds):
-            kwargs = {"text": [self.prompt]} if self.prompt else {}
-            inputs = self.image_processor(images=[image], return_tensors="pt", **kwargs)
-            inputs = {k: (v.to(device, dtype) if v.is_floating_point() else v.to(device)) for k, v in inputs.items()}
-            with seeded(seed, device):
-                out = self.model.generate(**inputs, do_sample=True, top_p=self.top_p, top_k=0,
-                                          num_return_sequences=num_captions, max_new_tokens=self.max_new_tokens)
-            if self.prompt and "input_ids" in inputs and not self.model.config.is_encoder_decoder:
-                out = out[:, inputs["input_ids"].shape[1]:]  # decoder-only models echo the prompt
-            texts = self.tokenizer.batch_decode(out, skip_special_tokens=True)
-            captions.append([clean_caption(t, self.cut_at_period) for t in texts])
-        return captions
+        param = next(self.model.parameters())
+        kwargs = {"text": [self.prompt] * len(images)} if self.prompt else {}
+        inputs = self.image_processor(images=list(images), return_tensors="pt", **kwargs)
+        inputs = {k: v.to(param.device, param.dtype) if v.is_floating_point() else v.to(param.device)
+                  for k, v in inputs.items()}
+        # generate() repeats each input num_captions times in a row: row r is caption r % N of image r // N.
+        row_seeds = [seed_for_key(f"caption {j}", seed) for seed in seeds for j in range(num_captions)]
+        sample = LogitsProcessorList([TopPLogitsWarper(self.top_p), RowSampler(row_seeds)])
+        out = self.model.generate(**inputs, do_sample=False, num_beams=1, logits_processor=sample,
+                                  num_return_sequences=num_captions, max_new_tokens=self.max_new_tokens)
+        if self.prompt and "input_ids" in inputs and not self.model.config.is_encoder_decoder:
+            out = out[:, inputs["input_ids"].shape[1]:]  # decoder-only models echo the prompt
+        texts = self.tokenizer.batch_decode(out, skip_special_tokens=True)
+        texts = [clean_caption(t, self.cut_at_period) for t in texts]
+        return [texts[i * num_captions:(i + 1) * num_captions] for i in range(len(images))]
 
 
 def _enable_coca_generate() -> None:
@@ -129,43 +149,51 @@ class CoCaCaptioner:
         pretrained: open_clip tag (DataCompDR's exact tag is not published) or a checkpoint path.
         device, dtype: Where and how it runs.
         seq_len: Generated length in tokens.
+        images_per_call: Images captioned by one ``generate`` call, seeded by the first one's seed. 1 keeps each
+            sample's captions independent of the batching; more is faster on a GPU, but then a sample's captions
+            depend on which samples share its call (so on the batch size and the sharding).
     """
 
     def __init__(self, model_name: str = "coca_ViT-L-14", pretrained: str | None = "mscoco_finetuned_laion2b_s13b_b90k",
-                 device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, seq_len: int = 30):
+                 device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, seq_len: int = 30,
+                 images_per_call: int = 1):
         import open_clip
 
         _enable_coca_generate()
         model, _, self.preprocess = open_clip.create_model_and_transforms(model_name, pretrained=pretrained)
         self.model = model.to(device=device, dtype=dtype).eval()
-        self.name, self.seq_len = f"openclip:{model_name}:{pretrained}", seq_len
+        self.name, self.seq_len, self.images_per_call = f"openclip:{model_name}:{pretrained}", seq_len, images_per_call
         self._decode = open_clip.decode
 
     @torch.no_grad()
     def caption(self, images: Sequence[Image.Image], num_captions: int, seeds: Sequence[int]) -> list[list[str]]:
         param = next(self.model.parameters())
-        captions = []
-        for image, seed in zip(images, seeds):
-            pixels = self.preprocess(image).unsqueeze(0).repeat(num_captions, 1, 1, 1).to(param.device, param.dtype)
-            with seeded(seed, param.device):
-                tokens = self.model.generate(pixels, generation_type="top_p", top_p=0.9, fixed_output_length=True,
-                                             seq_len=self.seq_len)
-            texts = [self._decode(t).split("<end_of_text>")[0].replace("<start_of_text>", "") for t in tokens]
-            captions.append([clean_caption(t) for t in texts])
-        return captions
+        texts = []
+        for start in range(0, len(images), self.images_per_call):
+            chunk = images[start:start + self.images_per_call]
+            pixels = torch.stack([self.preprocess(image) for image in chunk]).repeat_interleave(num_captions, dim=0)
+            with seeded(seeds[start], param.device):
+                tokens = self.model.generate(pixels.to(param.device, param.dtype), generation_type="top_p", top_p=0.9,
+                                             fixed_output_length=True, seq_len=self.seq_len)
+            texts += [self._decode(t).split("<end_of_text>")[0].replace("<start_of_text>", "") for t in tokens]
+        texts = [clean_caption(t) for t in texts]
+        return [texts[i * num_captions:(i + 1) * num_captions] for i in range(len(images))]
 
 
-def load_captioner(spec: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> Any:
+def load_captioner(spec: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+                   images_per_call: int = 1) -> Any:
     """Build a captioner from a CLI spec: ``openclip:<model>:<pretrained>``, ``hf:<id or folder>`` or ``none``."""
     kind, _, rest = spec.partition(":")
     if kind == "none":
         return None
     if kind == "openclip":
         model_name, _, pretrained = rest.partition(":")
-        return CoCaCaptioner(model_name, pretrained or None, device=device, dtype=dtype)
+        return CoCaCaptioner(model_name, pretrained or None, device=device, dtype=dtype,
+                             images_per_call=images_per_call)
     if kind == "hf":
         return TransformersCaptioner.from_pretrained(rest, device=device, dtype=dtype)
     raise ValueError(f"unknown captioner spec {spec!r}; use 'openclip:<model>:<pretrained>', 'hf:<id>' or 'none'")
 
 
-__all__ = ["Captioner", "CoCaCaptioner", "TransformersCaptioner", "clean_caption", "load_captioner", "seeded"]
+__all__ = ["Captioner", "CoCaCaptioner", "RowSampler", "TransformersCaptioner", "clean_caption", "load_captioner",
+           "seeded"]

@@ -1,7 +1,7 @@
 """The whole multi-modal reinforced training loop on real images, offline, on a CPU.
 
-Data: the Fashion-MNIST subset shipped in `data/` (6,000 training and 1,000 test images, 10 classes; MIT licence),
-captioned from class names and templates; hand-written class descriptions stand in for a captioner's synthetic
+Data: the Fashion-MNIST subset shipped in `data/` (6,000 training and 1,000 test images, 10 classes; MIT licence;
+`--data` takes the full set written by `prepare.py --full` or a Hub id), captioned from class names and templates; hand-written class descriptions stand in for a captioner's synthetic
 captions. Steps, each cached in `--output` so that a rerun skips what is done:
 
 1. two teachers (MobileCLIP-style dual encoders with MCi image towers, wider and deeper than the student's, trained
@@ -15,7 +15,7 @@ captions. Steps, each cached in `--output` so that a rerun skips what is done:
    (accuracy against samples seen); the learning-efficiency ratio; the student reloaded with AutoModel and used
    through the zero-shot pipeline.
 
-    python examples/fashion_mnist/demo.py [--output outputs/fashion_mnist] [--student-steps 150] [--quick]
+    python examples/fashion_mnist/demo.py [--output outputs/fashion_mnist] [--data DIR_OR_HUB_ID] [--quick]
 """
 
 import argparse
@@ -83,7 +83,7 @@ IMAGE_SIZE = 32  # 28-px images, resized so that the stride-32 MCi towers keep a
 # The longest caption here is 13 tokens: a 32-token context (MobileCLIP's is 77) halves the text towers' cost.
 CONTEXT_LENGTH = 32
 # DataCompDR's crops keep 8-100% of a 400-px photo; of a 28-px image they would keep as little as 8x8 pixels.
-CROP_SCALE = (0.5, 1.0)
+CROP_SCALE = (0.9, 1.0)
 
 # Teachers: two MCi dual encoders, wider and deeper than the student, trained longer; 128-d joint spaces.
 TEACHERS = {
@@ -116,7 +116,15 @@ def init_model_folder(path: str, config: MobileCLIPConfig, seed: int) -> str:
     return path
 
 
-def captioned_splits(output: str, seed: int = 0) -> str:
+def load_split(data: str, split: str):
+    """`split` of a folder of `{split}.parquet` files (the shipped subset; `prepare.py --full` writes the whole set)
+    or of a Hub dataset with the same `image` and `label` columns (e.g. `zalando-datasets/fashion_mnist`)."""
+    if os.path.isdir(data):
+        return load_dataset("parquet", data_files=os.path.join(data, f"{split}.parquet"), split="train")
+    return load_dataset(data, split=split)
+
+
+def captioned_splits(output: str, data: str, seed: int = 0) -> str:
     """Adds a real caption (a random template) and the synthetic captions to each image; writes train/test parquet."""
     folder = os.path.join(output, "captioned")
     if os.path.exists(os.path.join(folder, "test.parquet")):
@@ -124,12 +132,12 @@ def captioned_splits(output: str, seed: int = 0) -> str:
     os.makedirs(folder, exist_ok=True)
     rng = random.Random(seed)
     for split in ("train", "test"):
-        data = load_dataset("parquet", data_files=os.path.join(HERE, "data", f"{split}.parquet"), split="train")
-        names = [CLASS_NAMES[label] for label in data["label"]]
-        data = data.add_column("key", [f"{split}-{i:05d}" for i in range(len(data))])
-        data = data.add_column("caption", [rng.choice(TEMPLATES).format(name) for name in names])
+        rows = load_split(data, split)
+        names = [CLASS_NAMES[label] for label in rows["label"]]
+        rows = rows.add_column("key", [f"{split}-{i:05d}" for i in range(len(rows))])
+        rows = rows.add_column("caption", [rng.choice(TEMPLATES).format(name) for name in names])
         syn = [[f"a photo of {d}." for d in rng.sample(DESCRIPTIONS[name], NUM_SYNTHETIC)] for name in names]
-        data.add_column("syn_captions", syn).to_parquet(os.path.join(folder, f"{split}.parquet"))
+        rows.add_column("syn_captions", syn).to_parquet(os.path.join(folder, f"{split}.parquet"))
     return folder
 
 
@@ -218,6 +226,22 @@ def samples_to_reach(curve: list[tuple[int, float]], target: float) -> int | Non
     return next((samples for samples, accuracy in curve if accuracy >= target), None)
 
 
+def learning_efficiency(reinforced: list, baseline: list) -> dict:
+    """The paper's measure: the baseline's samples over the samples the reinforced student needs to reach the
+    baseline's final accuracy (> 1: reinforced training is more sample-efficient); and the converse, for when the
+    reinforced student ends lower."""
+    (baseline_samples, baseline_final), (reinforced_samples, reinforced_final) = baseline[-1], reinforced[-1]
+    reached = samples_to_reach(reinforced, baseline_final)
+    converse = samples_to_reach(baseline, reinforced_final)
+    return {
+        "baseline_final_top1": baseline_final, "baseline_samples": baseline_samples,
+        "reinforced_samples_to_reach_it": reached, "ratio": baseline_samples / reached if reached else None,
+        "reinforced_final_top1": reinforced_final,
+        "baseline_samples_to_reach_reinforced_final": converse,
+        "converse_ratio": converse / reinforced_samples if converse else None,
+    }
+
+
 def plot(curves: dict, path: str) -> None:
     import matplotlib
 
@@ -238,6 +262,8 @@ def plot(curves: dict, path: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", default=os.path.join("outputs", "fashion_mnist"))
+    parser.add_argument("--data", default=os.path.join(HERE, "data"),
+                        help="folder of train/test.parquet, or a Hub dataset id with image and label columns")
     parser.add_argument("--teacher-steps", type=int, default=250)
     parser.add_argument("--student-steps", type=int, default=150)
     parser.add_argument("--batch-size", type=int, default=128)
@@ -250,7 +276,7 @@ def main() -> None:
     os.makedirs(args.output, exist_ok=True)
     start = time.time()
 
-    captioned = captioned_splits(args.output)
+    captioned = captioned_splits(args.output, args.data)
     zeroshot_eval = dict(eval_zeroshot_dataset=captioned, eval_zeroshot_split="test", eval_templates=TEMPLATES,
                          eval_class_names=CLASS_NAMES)
     teachers = []
@@ -273,15 +299,8 @@ def main() -> None:
     results = {"teachers": {name: evaluate(path, captioned) for name, path in zip(TEACHERS, teachers)}}
     results["students"] = {name: evaluate(path, captioned) for name, path in students.items()}
     curves = {name: accuracy_curve(path, args.batch_size) for name, path in students.items()}
-    baseline_final = curves["student_clip"][-1][1]
-    reached = samples_to_reach(curves["student_reinforced"], baseline_final)
     results["curves"] = curves
-    results["learning_efficiency"] = {
-        "baseline_final_top1": baseline_final,
-        "baseline_samples": curves["student_clip"][-1][0],
-        "reinforced_samples_to_reach_it": reached,
-        "ratio": curves["student_clip"][-1][0] / reached if reached else None,
-    }
+    results["learning_efficiency"] = learning_efficiency(curves["student_reinforced"], curves["student_clip"])
     with open(os.path.join(args.output, "results.json"), "w") as f:
         json.dump(results, f, indent=2)
     plot(curves, os.path.join(args.output, "accuracy.png"))
@@ -293,10 +312,18 @@ def main() -> None:
         for name, metrics in results[group].items():
             print(f"| {name} | " + " | ".join(f"{100 * metrics[c]:.1f}" for c in columns) + " |")
     efficiency = results["learning_efficiency"]
-    ratio = f"{efficiency['ratio']:.2f}x" if efficiency["ratio"] else "not reached"
-    print(f"\nlearning efficiency: the CLIP baseline ends at {100 * baseline_final:.1f}% after "
-          f"{efficiency['baseline_samples']} samples; the reinforced student reaches it after "
-          f"{efficiency['reinforced_samples_to_reach_it']} samples ({ratio}).")
+    if efficiency["ratio"]:
+        print(f"\nlearning efficiency: the CLIP baseline ends at {100 * efficiency['baseline_final_top1']:.1f}% after "
+              f"{efficiency['baseline_samples']} samples; the reinforced student reaches it after "
+              f"{efficiency['reinforced_samples_to_reach_it']} samples: {efficiency['ratio']:.2f}x.")
+    else:
+        converse = efficiency["baseline_samples_to_reach_reinforced_final"]
+        print("\nlearning efficiency: the reinforced student ends at "
+              f"{100 * efficiency['reinforced_final_top1']:.1f}%, "
+              f"below the CLIP baseline's {100 * efficiency['baseline_final_top1']:.1f}% (ratio < 1); the baseline "
+              f"reaches {100 * efficiency['reinforced_final_top1']:.1f}% after {converse} samples, "
+              f"{efficiency['converse_ratio'] or 0:.2f}x the {curves['student_reinforced'][-1][0]} the reinforced "
+              "student took.")
 
     from transformers import AutoModel, pipeline
 

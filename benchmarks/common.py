@@ -1,10 +1,14 @@
-"""Synthetic inputs for the throughput benchmarks: DataComp-sized JPEGs and a teacher that costs nothing.
+"""Shared by the throughput benchmarks: synthetic inputs (DataComp-sized JPEGs, a teacher that costs nothing) and
+the result files.
 
 Throughput depends on sizes and shapes, not on pixel or weight values, so random images, random weights and a
 projection "teacher" measure the same work as the real thing (the teachers' own cost is measured separately).
 """
 
 import io
+import json
+import os
+import platform
 import zlib
 
 import datasets
@@ -59,3 +63,19 @@ def reinforced_dataset(output_dir: str, num_images: int, k: int, n: int, dims: t
         data.add_column("syn_captions", syn), output_dir, [ProjectionTeacher(d, seed=i) for i, d in enumerate(dims)],
         key_column="key", syn_captions_column="syn_captions", num_augmentations=k, num_synthetic_captions=n,
         num_workers=num_workers, progress=False)
+
+
+def device_name(device: str) -> str:
+    if device == "cuda":
+        return torch.cuda.get_device_name()
+    return f"cpu ({os.cpu_count()} cores, {platform.processor() or platform.machine()})"
+
+
+def write_results(result: dict, table: str, out: str) -> None:
+    """Prints the markdown table; writes the JSON to `out` and the table next to it (`.md`)."""
+    print("\n" + table)
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out, "w") as f:
+        json.dump(result, f, indent=2)
+    with open(os.path.splitext(out)[0] + ".md", "w") as f:
+        f.write(table)

@@ -1,0 +1,64 @@
+"""Synthetic-caption sampling: exact per-row top-p sampling, batch independence, and open_clip CoCa (tiny, random)."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from reinforce_fixtures import tiny_captioner
+
+from dataset_builder.captioner import RowSampler
+
+
+def images(n: int) -> list[Image.Image]:
+    rng = np.random.default_rng(0)
+    return [Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)) for _ in range(n)]
+
+
+def test_row_sampler_draws_from_the_softmax():
+    # Gumbel-max: argmax(scores + Gumbel noise) is a draw from softmax(scores); -inf (top-p filtered) never wins.
+    scores = torch.tensor([0.0, 1.0, 2.0, -float("inf")]).expand(40_000, 4)
+    draws = RowSampler(range(40_000))(None, scores).argmax(-1)
+    frequencies = torch.bincount(draws, minlength=4).float() / len(draws)
+    torch.testing.assert_close(frequencies, torch.tensor([0.0900, 0.2447, 0.6652, 0.0]), atol=0.01, rtol=0)
+    # A row's draws depend on its own seed only.
+    again = RowSampler([5, 39_999])(None, scores[:2]).argmax(-1)
+    assert again.tolist() == [draws[5].item(), draws[39_999].item()]
+
+
+def test_transformers_captioner_is_batched_and_batch_independent():
+    captioner = tiny_captioner()
+    a, b, c = images(3)
+    together = captioner.caption([a, b, c], 4, seeds=[11, 22, 33])
+    assert [len(x) for x in together] == [4, 4, 4]
+    assert captioner.caption([c, a], 4, seeds=[33, 11]) == [together[2], together[0]]
+    assert captioner.caption([a], 4, seeds=[12]) != [together[0]]  # another seed, other captions
+
+
+@pytest.fixture(scope="module")
+def tiny_coca():
+    open_clip = pytest.importorskip("open_clip")
+    from dataset_builder.captioner import CoCaCaptioner
+
+    tower = dict(width=32, heads=2, layers=1)
+    open_clip.factory._MODEL_CONFIGS["coca_tiny_test"] = dict(
+        embed_dim=32, custom_text=True,
+        vision_cfg=dict(image_size=32, patch_size=16, attentional_pool=True, attn_pooler_heads=2, output_tokens=True,
+                        **tower),
+        text_cfg=dict(context_length=76, vocab_size=49408, embed_cls=True, output_tokens=True, **tower),
+        multimodal_cfg=dict(context_length=76, vocab_size=49408, attn_pooler_heads=2, **tower),
+    )
+    torch.manual_seed(0)
+    return CoCaCaptioner("coca_tiny_test", pretrained=None, seq_len=12)
+
+
+def test_coca_captions_per_image_seed(tiny_coca):
+    a, b = images(2)
+    captions = tiny_coca.caption([a, b], 3, seeds=[1, 2])
+    assert [len(x) for x in captions] == [3, 3] and all(isinstance(t, str) for x in captions for t in x)
+    assert tiny_coca.caption([b], 3, seeds=[2]) == [captions[1]]  # one generate call per image, under its seed
+    tiny_coca.images_per_call = 2
+    try:
+        batched = tiny_coca.caption([a, b], 3, seeds=[1, 2])  # one call for both, seeded by the first
+    finally:
+        tiny_coca.images_per_call = 1
+    assert [len(x) for x in batched] == [3, 3]
