@@ -83,19 +83,19 @@ def markdown(result: dict) -> str:
     a = result["args"]
     lines = [f"{result['device']}; K={a['k']}, N={a['n']}, {a['num_images']} images of 400x300, teachers "
              f"{', '.join(a['teachers'])} ({result['dtype']}), captioner {a['captioner']}.", "",
-             "| stage | samples/s | ms per sample | images or texts/s |", "|---|---|---|---|"]
+             "| stage | samples/s | s per sample | images or texts/s |", "|---|---|---|---|"]
     for name, s in result["stages"].items():
         per = ""
         if name.endswith("images"):
-            per = f"{s['samples_per_s'] * a['k']:.1f} images/s"
+            per = f"{s['samples_per_s'] * a['k']:.3g} images/s"
         elif name.endswith("texts"):
-            per = f"{s['samples_per_s'] * (1 + a['n']):.1f} texts/s"
+            per = f"{s['samples_per_s'] * (1 + a['n']):.3g} texts/s"
         elif name == "captioner":
-            per = f"{s['samples_per_s'] * a['n']:.2f} captions/s"
-        lines.append(f"| {name} | {s['samples_per_s']:.2f} | {1000 * s['s_per_sample']:.1f} | {per} |")
+            per = f"{s['samples_per_s'] * a['n']:.3g} captions/s"
+        lines.append(f"| {name} | {s['samples_per_s']:.3g} | {s['s_per_sample']:.3g} | {per} |")
     e = result["end_to_end"]
-    lines.append(f"| **end to end** ({a['num_workers']} workers) | **{e['samples_per_s']:.2f}** | "
-                 f"{1000 / e['samples_per_s']:.1f} | |")
+    lines.append(f"| **end to end** ({a['num_workers']} workers) | **{e['samples_per_s']:.3g}** | "
+                 f"{1 / e['samples_per_s']:.3g} | |")
     storage = result["storage"]
     lines += ["", f"Storage: {storage['bytes_per_sample'] / 1024:.1f} KiB per sample ("
               + ", ".join(f"{k} {v / 1024:.1f} KiB" for k, v in storage["bytes_per_sample_per_column"].items()

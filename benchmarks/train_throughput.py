@@ -85,7 +85,8 @@ def data_samples_per_s(recipe: str, data: str, args) -> float:
 
 def markdown(result: dict) -> str:
     a = result["args"]
-    lines = [f"Student `{a['student']}`, batch {a['batch_size']}, {a['mixed_precision']}, {a['num_workers']} "
+    precision = "fp32" if a["mixed_precision"] == "no" else a["mixed_precision"]
+    lines = [f"Student `{a['student']}`, batch {a['batch_size']}, {precision}, {a['num_workers']} "
              f"loader workers; online teachers: 2 x `{a['teacher']}`; {result['device']}.", "",
              "| recipe | training samples/s (median) | min-max | data pipeline samples/s per worker |",
              "|---|---|---|---|"]

@@ -109,13 +109,13 @@ class TransformersCaptioner:
         param = next(self.model.parameters())
         kwargs = {"text": [self.prompt] * len(images)} if self.prompt else {}
         inputs = self.image_processor(images=list(images), return_tensors="pt", **kwargs)
-        inputs = {k: v.to(param.device, param.dtype) if v.is_floating_point() else v.to(param.device)
-                  for k, v in inputs.items()}
-        # generate() repeats each input num_captions times in a row: row r is caption r % N of image r // N.
+        # Row r is caption r % N of image r // N (greedy search takes no num_return_sequences: repeat the inputs).
+        inputs = {k: (v.to(param.device, param.dtype) if v.is_floating_point() else v.to(param.device))
+                  .repeat_interleave(num_captions, dim=0) for k, v in inputs.items()}
         row_seeds = [seed_for_key(f"caption {j}", seed) for seed in seeds for j in range(num_captions)]
         sample = LogitsProcessorList([TopPLogitsWarper(self.top_p), RowSampler(row_seeds)])
         out = self.model.generate(**inputs, do_sample=False, num_beams=1, logits_processor=sample,
-                                  num_return_sequences=num_captions, max_new_tokens=self.max_new_tokens)
+                                  max_new_tokens=self.max_new_tokens)
         if self.prompt and "input_ids" in inputs and not self.model.config.is_encoder_decoder:
             out = out[:, inputs["input_ids"].shape[1]:]  # decoder-only models echo the prompt
         texts = self.tokenizer.batch_decode(out, skip_special_tokens=True)
@@ -161,6 +161,9 @@ class CoCaCaptioner:
 
         _enable_coca_generate()
         model, _, self.preprocess = open_clip.create_model_and_transforms(model_name, pretrained=pretrained)
+        if pretrained is None:  # random weights (tests, benchmarks): open_clip leaves this one as torch.empty garbage
+            projection = model.text_decoder.text_projection
+            torch.nn.init.normal_(projection, std=projection.shape[0] ** -0.5)
         self.model = model.to(device=device, dtype=dtype).eval()
         self.name, self.seq_len, self.images_per_call = f"openclip:{model_name}:{pretrained}", seq_len, images_per_call
         self._decode = open_clip.decode

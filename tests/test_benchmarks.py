@@ -38,3 +38,53 @@ def test_latency_smoke(tmp_path):
     assert all({"goal", "variant", "speedup", "target", "met"} <= g.keys() for g in report["goals"])
     assert (tmp_path / "latency.md").read_text().startswith("Device:")
     assert "| ours reparam |" in run.stdout
+
+
+def _run(script: str, *args: str) -> subprocess.CompletedProcess:
+    run = subprocess.run([sys.executable, str(SCRIPT.parent / script), *args], capture_output=True, text=True,
+                         timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return run
+
+
+def _tiny_model(folder: Path) -> str:
+    from conftest import tiny_config
+    from modeling_mobileclip import MobileCLIPModel, MobileCLIPProcessor
+
+    config = tiny_config()
+    MobileCLIPModel(config).save_pretrained(folder)
+    processor = MobileCLIPProcessor.from_variant("mobileclip-s0")
+    processor.tokenizer.model_max_length = config.text_config.max_position_embeddings
+    size = config.vision_config.image_size
+    processor.image_processor.size, processor.image_processor.crop_size = {"shortest_edge": size}, {"height": size,
+                                                                                                  "width": size}
+    processor.save_pretrained(folder)
+    return str(folder)
+
+
+def test_train_throughput_smoke(tmp_path):
+    model = _tiny_model(tmp_path / "tiny")
+    out = tmp_path / "train.json"
+    run = _run("train_throughput.py", "--student", model, "--teacher", model, "--batch-size", "4", "--warmup", "1",
+               "--steps", "2", "--k", "2", "--n", "1", "--num-workers", "0", "--out", str(out))
+    result = json.loads(out.read_text())
+    assert set(result["train"]) == set(result["data_per_worker"]) == {"reinforced", "clip", "online_distill"}
+    for recipe, train in result["train"].items():
+        assert train["steps"] == 2 and 0 < train["min"] <= train["samples_per_s"] <= train["max"], recipe
+        assert result["data_per_worker"][recipe] > 0
+    assert result["bytes_per_sample"] > 2 * 1536 * 2  # two fp16 1536-d rows (K=2) at least, plus the JPEG
+    assert "| online_distill |" in run.stdout and (tmp_path / "train.md").exists()
+
+
+def test_reinforce_throughput_smoke(tmp_path):
+    model = _tiny_model(tmp_path / "tiny")
+    out = tmp_path / "reinforce.json"
+    run = _run("reinforce_throughput.py", "--teachers", f"hf:{model}", f"hf:{model}", "--captioner", "none",
+               "--num-images", "2", "--k", "2", "--repeats", "1", "--num-workers", "0", "--out", str(out))
+    result = json.loads(out.read_text())
+    stages = result["stages"]
+    assert {"decode + augment", "write"} <= stages.keys() and len(stages) == 2 + 2 * 2  # images and texts per teacher
+    assert all(s["samples_per_s"] > 0 and s["s_per_sample"] > 0 for s in stages.values())
+    assert result["args"]["n"] == 0 and result["end_to_end"]["samples_per_s"] > 0
+    assert result["storage"]["bytes_per_sample_per_column"]["image_emb"] > 0
+    assert "**end to end**" in run.stdout

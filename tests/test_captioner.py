@@ -42,8 +42,8 @@ def tiny_coca():
     tower = dict(width=32, heads=2, layers=1)
     open_clip.factory._MODEL_CONFIGS["coca_tiny_test"] = dict(
         embed_dim=32, custom_text=True,
-        vision_cfg=dict(image_size=32, patch_size=16, attentional_pool=True, attn_pooler_heads=2, output_tokens=True,
-                        **tower),
+        vision_cfg=dict(image_size=32, patch_size=16, width=32, layers=1, head_width=16, attentional_pool=True,
+                        attn_pooler_heads=2, output_tokens=True),
         text_cfg=dict(context_length=76, vocab_size=49408, embed_cls=True, output_tokens=True, **tower),
         multimodal_cfg=dict(context_length=76, vocab_size=49408, attn_pooler_heads=2, **tower),
     )
