@@ -275,6 +275,8 @@ def build_reinforced_dataset(
         raise ValueError("no captioner and no syn_captions_column: pass one, or num_synthetic_captions=0")
     if dtype not in STORAGE_DTYPES:
         raise ValueError(f"dtype must be one of {list(STORAGE_DTYPES)}")
+    if len(crop_scale) != 2 or not 0 < crop_scale[0] <= crop_scale[1] <= 1:
+        raise ValueError(f"crop_scale must be (min, max) with 0 < min <= max <= 1, got {crop_scale}")
     if isinstance(dataset.features, datasets.Features) and isinstance(dataset.features.get(image_column),
                                                                       datasets.Image):
         # Decode ourselves: a corrupt image must become a skipped row, not an exception inside the iterator.
@@ -291,6 +293,7 @@ def build_reinforced_dataset(
     }
     settings = {"metadata": metadata, "num_shards": num_shards, "store_images": store_images,
                 "min_image_size": min_image_size, "captioner": getattr(captioner, "name", None),
+                "caption_images_per_call": getattr(captioner, "images_per_call", 1),
                 "syn_captions_column": syn_captions_column, "key_column": key_column}
     os.makedirs(os.path.join(output_dir, "data"), exist_ok=True)
     _check_fingerprint(output_dir, settings)

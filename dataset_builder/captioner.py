@@ -159,6 +159,8 @@ class CoCaCaptioner:
                  images_per_call: int = 1):
         import open_clip
 
+        if images_per_call < 1:
+            raise ValueError(f"images_per_call must be >= 1, got {images_per_call}")
         _enable_coca_generate()
         model, _, self.preprocess = open_clip.create_model_and_transforms(model_name, pretrained=pretrained)
         if pretrained is None:  # random weights (tests, benchmarks): open_clip leaves this one as torch.empty garbage

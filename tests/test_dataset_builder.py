@@ -140,6 +140,10 @@ def test_resume_after_kill_is_exact(built, models, tmp_path, monkeypatch):
         assert pq.read_table(data / name).equals(pq.read_table(built[0] / "data" / name))
     with pytest.raises(ValueError, match="other settings"):
         build(models, tmp_path, seed=8)
+    with pytest.raises(ValueError, match="other settings"):  # other crops: another dataset
+        build(models, tmp_path, crop_scale=(0.5, 1.0))
+    with pytest.raises(ValueError, match=r"crop_scale must be \(min, max\) with 0 < min <= max <= 1"):
+        build(models, tmp_path / "bad", crop_scale=(0.5, 0.2))
 
 
 def test_streaming_and_split_by_node(built):
