@@ -2,7 +2,8 @@
 
 Data: the Fashion-MNIST subset shipped in `data/` (6,000 training and 1,000 test images, 10 classes; MIT licence;
 `--data` takes the full set written by `prepare.py --full` or a Hub id), captioned from class names and templates;
-hand-written class descriptions stand in for a captioner's synthetic captions. Steps, each cached in `--output` so that a rerun skips what is done:
+hand-written class descriptions stand in for a captioner's synthetic captions. Steps, each cached in `--output` so
+that a rerun skips what is done:
 
 1. two teachers (MobileCLIP-style dual encoders with MCi image towers, wider and deeper than the student's, trained
    for more steps) trained here with plain CLIP on the training split (`train/train.py`, recipe `clip`);
