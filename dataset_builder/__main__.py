@@ -53,8 +53,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="'openclip:<model>:<pretrained>' or 'hf:<hub id or folder>', in embedding order")
     g.add_argument("--captioner", default=DEFAULT_CAPTIONER,
                    help="'openclip:<model>:<pretrained>', 'hf:<id>' or 'none'")
-    g.add_argument("--caption-images-per-call", type=int, default=1,
-                   help="CoCa: images per generate call; > 1 is faster, but captions then depend on the batching")
     g.add_argument("--syn-captions-column", default=None, help="with --captioner none: column of synthetic captions")
     g.add_argument("--num-augmentations", type=int, default=30)
     g.add_argument("--num-synthetic-captions", type=int, default=5)
@@ -115,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     state = PartialState()
     dtype = DTYPES[args.model_dtype or ("float16" if state.device.type == "cuda" else "float32")]
     teachers = [load_teacher(spec, state.device, dtype) for spec in args.teachers]
-    captioner = load_captioner(args.captioner, state.device, dtype, args.caption_images_per_call)
+    captioner = load_captioner(args.captioner, state.device, dtype)
     report = build_reinforced_dataset(
         load_input(args), args.output_dir, teachers, captioner, image_column=args.image_column,
         caption_column=args.caption_column, key_column=args.key_column, url_column=args.url_column,

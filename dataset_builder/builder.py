@@ -32,9 +32,10 @@ Embedding row = concatenation over teachers (in ``teachers`` order) of each teac
 every teacher slice has unit norm. ``dtype`` is ``float16`` (default) or ``float32``; ``bfloat16`` rounds values to
 bf16 and stores them as ``float32`` (parquet and ``datasets`` have no bf16 type).
 
-Determinism: augmentation parameters are seeded by ``seed_for_key(key, seed)`` and captions by a second per-key
-seed, so they do not depend on sharding, batching, process or worker. Embeddings depend only on the sample, up to
-float rounding of batched kernels (bit-identical for the same sharding and batch size on the same hardware).
+Determinism: augmentation parameters are seeded by ``seed_for_key(key, seed)`` and each synthetic caption by a
+per-key, per-caption seed, so they do not depend on sharding, batching, process or worker. Embeddings (and, in a
+near-tie of two tokens, a caption) depend only on the sample up to float rounding of batched kernels (bit-identical
+for the same sharding and batch size on the same hardware).
 Resume: a shard is done iff its final parquet file exists (written to a temporary name, then ``os.replace``);
 rerunning the same command skips finished shards and rebuilds the rest from scratch.
 """
@@ -293,7 +294,6 @@ def build_reinforced_dataset(
     }
     settings = {"metadata": metadata, "num_shards": num_shards, "store_images": store_images,
                 "min_image_size": min_image_size, "captioner": getattr(captioner, "name", None),
-                "caption_images_per_call": getattr(captioner, "images_per_call", 1),
                 "syn_captions_column": syn_captions_column, "key_column": key_column}
     os.makedirs(os.path.join(output_dir, "data"), exist_ok=True)
     _check_fingerprint(output_dir, settings)

@@ -4,21 +4,17 @@ Protocol: a captioner has ``name`` and ``caption(images, num_captions, seeds) ->
 ``num_captions`` strings per image. Sampling is nucleus sampling (top-p 0.9, as in DataCompDR) seeded per image, so
 the captions of a sample do not depend on which other samples share its batch, shard or process:
 
-* transformers captioners generate the N captions of every image of a batch in one ``generate`` call; each row
-  draws its tokens from a generator of its own (``RowSampler``);
-* CoCa's ``generate`` samples from the global RNG, so by default each image's N captions are one call under that
-  image's seed; ``images_per_call > 1`` batches images (faster on a GPU) at the price of captions that depend on
-  which images share the call.
+the N captions of every image of a batch are generated together, one row each, and each row draws its tokens from a
+generator of its own (``RowSampler``), seeded from the sample's key and the caption's index.
 """
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Any, Iterator, Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
 import torch
 from PIL import Image
-from transformers import LogitsProcessor, LogitsProcessorList, TopPLogitsWarper
+from transformers import LogitsProcessor, LogitsProcessorList, MinLengthLogitsProcessor, TopPLogitsWarper
 
 from .augment import seed_for_key
 
@@ -31,15 +27,6 @@ class Captioner(Protocol):
     def caption(self, images: Sequence[Image.Image], num_captions: int, seeds: Sequence[int]) -> list[list[str]]:
         """Return ``num_captions`` captions for each image, sampling with ``seeds[i]`` for image i."""
         ...
-
-
-@contextmanager
-def seeded(seed: int, device: torch.device) -> Iterator[None]:
-    """Seed the global RNGs (generate() has no generator argument) and restore them afterwards."""
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed % 2**63)
-        yield
 
 
 class RowSampler(LogitsProcessor):
@@ -123,82 +110,73 @@ class TransformersCaptioner:
         return [texts[i * num_captions:(i + 1) * num_captions] for i in range(len(images))]
 
 
-def _enable_coca_generate() -> None:
-    """open_clip 3.3 imports ``BeamSearchScorer``, which transformers 5 removed, and then disables ``generate``
-    altogether; top-p sampling uses none of it, so hand the module the transformers classes it does use."""
-    from open_clip import coca_model
-
-    if coca_model._has_transformers:
-        return
-    import transformers
-
-    names = ("LogitsProcessorList", "TopPLogitsWarper", "TopKLogitsWarper", "RepetitionPenaltyLogitsProcessor",
-             "MinLengthLogitsProcessor", "MaxLengthCriteria", "StoppingCriteriaList")
-    for name in names:
-        setattr(coca_model, name, getattr(transformers, name))
-    coca_model.GENERATION_TYPES.update(top_p=transformers.TopPLogitsWarper, top_k=transformers.TopKLogitsWarper)
-    coca_model._has_transformers = True
-
-
 class CoCaCaptioner:
-    """open_clip CoCa, DataCompDR's captioner: ``generate(generation_type="top_p", top_p=0.9,
-    fixed_output_length=True)``, decoded text cut at end-of-text and at the first ".".
+    """open_clip CoCa, DataCompDR's captioner, sampling as its ``generate(generation_type="top_p", top_p=0.9,
+    fixed_output_length=True)`` does (at least 5 tokens, top-p 0.9, end-of-text forced at ``seq_len``), but with
+    every row drawing from its own generator (open_clip's loop draws from the global RNG, so its captions would depend
+    on the batch). Decoded text is cut at end-of-text and at the first ".".
 
     Args:
         model_name: e.g. ``"coca_ViT-L-14"``.
         pretrained: open_clip tag (DataCompDR's exact tag is not published) or a checkpoint path.
         device, dtype: Where and how it runs.
         seq_len: Generated length in tokens.
-        images_per_call: Images captioned by one ``generate`` call, seeded by the first one's seed. 1 keeps each
-            sample's captions independent of the batching; more is faster on a GPU, but then a sample's captions
-            depend on which samples share its call (so on the batch size and the sharding).
+        top_p: Nucleus mass.
     """
 
     def __init__(self, model_name: str = "coca_ViT-L-14", pretrained: str | None = "mscoco_finetuned_laion2b_s13b_b90k",
                  device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, seq_len: int = 30,
-                 images_per_call: int = 1):
+                 top_p: float = 0.9):
         import open_clip
 
-        if images_per_call < 1:
-            raise ValueError(f"images_per_call must be >= 1, got {images_per_call}")
-        _enable_coca_generate()
         model, _, self.preprocess = open_clip.create_model_and_transforms(model_name, pretrained=pretrained)
         if pretrained is None:  # random weights (tests, benchmarks): open_clip leaves this one as torch.empty garbage
             projection = model.text_decoder.text_projection
             torch.nn.init.normal_(projection, std=projection.shape[0] ** -0.5)
         self.model = model.to(device=device, dtype=dtype).eval()
-        self.name, self.seq_len, self.images_per_call = f"openclip:{model_name}:{pretrained}", seq_len, images_per_call
+        self.name, self.seq_len, self.top_p = f"openclip:{model_name}:{pretrained}", seq_len, top_p
         self._decode = open_clip.decode
+
+    @torch.no_grad()
+    def sample(self, pixels: torch.Tensor, seeds: Sequence[int], min_len: int = 5) -> torch.Tensor:
+        """Token ids ``(rows, seq_len)`` for normalised ``pixels`` (one row each), row i drawn with ``seeds[i]``."""
+        sot, eos, pad = 49406, 49407, self.model.pad_id
+        image_latent, image_embs = self.model._encode_image(pixels)
+        out = torch.full((len(pixels), 1), sot, dtype=torch.long, device=pixels.device)
+        sample = LogitsProcessorList([MinLengthLogitsProcessor(min_len, eos), TopPLogitsWarper(self.top_p),
+                                      RowSampler(seeds)])
+        while out.shape[1] < self.seq_len:
+            logits = self.model(pixels, out, image_latent=image_latent, image_embs=image_embs,
+                                output_labels=False)["logits"][:, -1]
+            token = sample(out, logits.float()).argmax(-1)
+            if out.shape[1] + 1 == self.seq_len:
+                token.fill_(eos)
+            done = (out[:, -1] == eos) | (out[:, -1] == pad)
+            out = torch.cat([out, torch.where(done, pad, token)[:, None]], dim=1)
+        return out
 
     @torch.no_grad()
     def caption(self, images: Sequence[Image.Image], num_captions: int, seeds: Sequence[int]) -> list[list[str]]:
         param = next(self.model.parameters())
-        texts = []
-        for start in range(0, len(images), self.images_per_call):
-            chunk = images[start:start + self.images_per_call]
-            pixels = torch.stack([self.preprocess(image) for image in chunk]).repeat_interleave(num_captions, dim=0)
-            with seeded(seeds[start], param.device):
-                tokens = self.model.generate(pixels.to(param.device, param.dtype), generation_type="top_p", top_p=0.9,
-                                             fixed_output_length=True, seq_len=self.seq_len)
-            texts += [self._decode(t).split("<end_of_text>")[0].replace("<start_of_text>", "") for t in tokens]
+        pixels = torch.stack([self.preprocess(image) for image in images]).repeat_interleave(num_captions, dim=0)
+        row_seeds = [seed_for_key(f"caption {j}", seed) for seed in seeds for j in range(num_captions)]
+        tokens = self.sample(pixels.to(param.device, param.dtype), row_seeds)
+        texts = [self._decode(t).split("<end_of_text>")[0].replace("<start_of_text>", "") for t in tokens]
         texts = [clean_caption(t) for t in texts]
         return [texts[i * num_captions:(i + 1) * num_captions] for i in range(len(images))]
 
 
-def load_captioner(spec: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-                   images_per_call: int = 1) -> Any:
+def load_captioner(spec: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> Any:
     """Build a captioner from a CLI spec: ``openclip:<model>:<pretrained>``, ``hf:<id or folder>`` or ``none``."""
     kind, _, rest = spec.partition(":")
     if kind == "none":
         return None
     if kind == "openclip":
         model_name, _, pretrained = rest.partition(":")
-        return CoCaCaptioner(model_name, pretrained or None, device=device, dtype=dtype,
-                             images_per_call=images_per_call)
+        return CoCaCaptioner(model_name, pretrained or None, device=device, dtype=dtype)
     if kind == "hf":
         return TransformersCaptioner.from_pretrained(rest, device=device, dtype=dtype)
     raise ValueError(f"unknown captioner spec {spec!r}; use 'openclip:<model>:<pretrained>', 'hf:<id>' or 'none'")
 
 
-__all__ = ["Captioner", "CoCaCaptioner", "RowSampler", "TransformersCaptioner", "clean_caption", "load_captioner",
-           "seeded"]
+__all__ = ["Captioner", "CoCaCaptioner", "RowSampler", "TransformersCaptioner", "clean_caption", "load_captioner"]

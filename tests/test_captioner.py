@@ -51,14 +51,27 @@ def tiny_coca():
     return CoCaCaptioner("coca_tiny_test", pretrained=None, seq_len=12)
 
 
-def test_coca_captions_per_image_seed(tiny_coca):
-    a, b = images(2)
-    captions = tiny_coca.caption([a, b], 3, seeds=[1, 2])
-    assert [len(x) for x in captions] == [3, 3] and all(isinstance(t, str) for x in captions for t in x)
-    assert tiny_coca.caption([b], 3, seeds=[2]) == [captions[1]]  # one generate call per image, under its seed
-    tiny_coca.images_per_call = 2
-    try:
-        batched = tiny_coca.caption([a, b], 3, seeds=[1, 2])  # one call for both, seeded by the first
-    finally:
-        tiny_coca.images_per_call = 1
-    assert [len(x) for x in batched] == [3, 3]
+def test_coca_captions_are_batched_and_batch_independent(tiny_coca):
+    a, b, c = images(3)
+    together = tiny_coca.caption([a, b, c], 3, seeds=[1, 2, 3])
+    assert [len(x) for x in together] == [3, 3, 3] and all(isinstance(t, str) for x in together for t in x)
+    assert tiny_coca.caption([c, a], 3, seeds=[3, 1]) == [together[2], together[0]]
+
+
+def test_coca_sampling_matches_open_clip_generate(tiny_coca, monkeypatch):
+    # With a vanishing top-p both samplers are greedy, so our per-row loop must give open_clip's generate() token for
+    # token: same minimum length, end-of-text forced at seq_len, padding after it. open_clip 3.3 disables generate()
+    # under transformers 5 (it imports the removed BeamSearchScorer); hand it the classes top-p sampling uses.
+    import transformers
+    from open_clip import coca_model
+
+    for name in ("LogitsProcessorList", "TopPLogitsWarper", "TopKLogitsWarper", "RepetitionPenaltyLogitsProcessor",
+                 "MinLengthLogitsProcessor", "MaxLengthCriteria", "StoppingCriteriaList"):
+        monkeypatch.setattr(coca_model, name, getattr(transformers, name), raising=False)
+    monkeypatch.setattr(coca_model, "_has_transformers", True)
+    monkeypatch.setitem(coca_model.GENERATION_TYPES, "top_p", transformers.TopPLogitsWarper)
+    pixels = torch.stack([tiny_coca.preprocess(image) for image in images(3)])
+    expected = tiny_coca.model.generate(pixels, generation_type="top_p", top_p=1e-9, fixed_output_length=True,
+                                        seq_len=tiny_coca.seq_len)
+    monkeypatch.setattr(tiny_coca, "top_p", 1e-9)
+    assert torch.equal(tiny_coca.sample(pixels, seeds=[0, 1, 2]), expected)
