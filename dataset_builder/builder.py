@@ -152,8 +152,10 @@ def records_to_table(records: list[dict], features: datasets.Features, store_ima
     k, d = features["image_emb"].length, features["image_emb"].feature.length
     n1 = features["text_emb"].length
     dtype = STORAGE_DTYPES[features["image_emb"].feature.feature.dtype]
-    stack = (lambda name, rows: np.stack([r[name] for r in records]) if records
-             else np.zeros((0, rows, d), dtype))
+
+    def stack(name: str, rows: int) -> np.ndarray:
+        return np.stack([r[name] for r in records]) if records else np.zeros((0, rows, d), dtype)
+
     schema = features.arrow_schema
     columns = {
         "key": pa.array([r["key"] for r in records], pa.string()),
