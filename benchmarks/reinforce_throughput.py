@@ -56,13 +56,16 @@ def stage_timings(dataset, ensemble: TeacherEnsemble, captioner, args, sync) -> 
     """Seconds per sample of each stage, measured on the same `args.num_images` samples."""
     n = len(dataset)
     cfg = PrepConfig("image", "caption", ensemble.views, args.k, seed=0, key_column="key", keep_pil=True)
-    rows = [dataset.cast_column("image", datasets.Image(decode=False))[i] for i in range(n)]  # JPEG bytes
+    encoded = dataset.cast_column("image", datasets.Image(decode=False))
+    rows = [encoded[i] for i in range(n)]  # JPEG bytes
     samples = [prepare_sample(row, i, cfg) for i, row in enumerate(rows)]
+    for s in samples:  # stand-ins for the captioner's output (timed on its own below)
+        s["syn_captions"] = [f"{s['caption']}, variant {j}" for j in range(args.n)]
     stages = {"decode + augment": timed(lambda: [prepare_sample(r, i, cfg) for i, r in enumerate(rows)], 1, sync)}
     if captioner is not None:
         images = [s["image"] for s in samples]
         stages["captioner"] = timed(lambda: captioner.caption(images, args.n, list(range(n))), 1, sync)
-    texts = [t for s in samples for t in [s["caption"]] + [f"{s['caption']}, variant {j}" for j in range(args.n)]]
+    texts = [t for s in samples for t in [s["caption"], *s["syn_captions"]]]
     for i, teacher in enumerate(ensemble.teachers):
         views = torch.cat([s["views"][(teacher.image_size, teacher.interpolation)] for s in samples])
         name = f"teacher {i + 1}: {teacher.name}"
@@ -70,8 +73,7 @@ def stage_timings(dataset, ensemble: TeacherEnsemble, captioner, args, sync) -> 
         stages[f"{name} texts"] = timed(lambda: teacher.embed_texts(texts).cpu(), args.repeats, sync)
     features = reinforced_features(args.k, args.n, ensemble.dim, "float16", True)
     for s in samples:
-        s.update(syn_captions=[f"{s['caption']}, variant {j}" for j in range(args.n)],
-                 image_emb=torch.randn(args.k, ensemble.dim).half().numpy(),
+        s.update(image_emb=torch.randn(args.k, ensemble.dim).half().numpy(),
                  text_emb=torch.randn(1 + args.n, ensemble.dim).half().numpy())
     with tempfile.TemporaryDirectory() as out:
         stages["write"] = timed(lambda: pq.write_table(records_to_table(samples, features, True),

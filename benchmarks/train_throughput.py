@@ -14,6 +14,7 @@ worker, samples/s, per recipe.
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -23,58 +24,47 @@ import time
 from pathlib import Path
 
 import torch
+from accelerate import PartialState
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # common.py, when run as a script from anywhere
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # train/ and the packages, from a checkout
 
 from common import device_name, reinforced_dataset, write_results  # noqa: E402
 
-from train.data import (  # noqa: E402
-    ImageSpec,
-    Reinforcement,
-    SampleTransform,
-    Tokenize,
-    build_train_dataloader,
-    load_train_dataset,
-)
 from train.evaluate import load_model_and_processor  # noqa: E402
-from train.train import TrainConfig, training_function  # noqa: E402
+from train.train import TrainConfig, build_train_data, load_teachers, training_function  # noqa: E402
 
 RECIPES = ("reinforced", "clip", "online_distill")
 
 
-def train_samples_per_s(recipe: str, data: str, args, work: str) -> dict:
-    """Median per-step samples/s of a short `training_function` run (after `args.warmup` steps)."""
-    out = os.path.join(work, recipe)
-    cfg = TrainConfig(
+def run_config(recipe: str, data: str, args, work: str) -> TrainConfig:
+    """The short training run of one recipe, logging every step."""
+    return TrainConfig(
         model=args.student, recipe=recipe, train_dataset=data, global_batch_size=args.batch_size,
         train_steps=args.warmup + args.steps, warmup_steps=1, num_workers=args.num_workers,
         mixed_precision=args.mixed_precision, teacher_models=[args.teacher] * 2 if recipe == "online_distill" else [],
-        output_dir=out, report_to=["none"], log_every=1, save_every=0, save_total_limit=1,
+        output_dir=os.path.join(work, recipe), report_to=["none"], log_every=1, save_every=0, save_total_limit=1,
     )
+
+
+def train_samples_per_s(cfg: TrainConfig, args) -> dict:
+    """Median per-step samples/s of a short `training_function` run (after `args.warmup` steps)."""
     start = time.perf_counter()
     training_function(cfg)
-    with open(os.path.join(out, "metrics.jsonl")) as f:
+    with open(os.path.join(cfg.output_dir, "metrics.jsonl")) as f:
         rates = [r["train/samples_per_second"] for r in map(json.loads, f) if "train/samples_per_second" in r]
     rates = rates[args.warmup:]
     return {"samples_per_s": statistics.median(rates), "min": min(rates), "max": max(rates), "steps": len(rates),
             "wall_s": time.perf_counter() - start}
 
 
-def data_samples_per_s(recipe: str, data: str, args) -> float:
-    """Samples/s of one DataLoader worker (decode, replay or crop, tokenise, collate), no model."""
-    _, processor = load_model_and_processor(args.student)
-    student = ImageSpec.from_image_processor(processor.image_processor)
-    tokenize = Tokenize(processor.tokenizer, processor.tokenizer.model_max_length)
-    teacher = teacher_tokenize = None
-    if recipe == "online_distill":
-        _, teacher_processor = load_model_and_processor(args.teacher)
-        teacher = ImageSpec.from_image_processor(teacher_processor.image_processor)
-        teacher_tokenize = Tokenize(teacher_processor.tokenizer, teacher_processor.tokenizer.model_max_length)
-    reinforcement = Reinforcement.load(data) if recipe == "reinforced" else None
-    dataset = load_train_dataset(data, "train", recipe, False, 0, 1, 0, 1)
-    transform = SampleTransform(recipe, student, tokenize, 0, reinforcement, teacher, teacher_tokenize)
-    loader = build_train_dataloader(dataset, transform, args.batch_size, num_workers=1, streaming=False)
+def data_samples_per_s(cfg: TrainConfig) -> float:
+    """Samples/s of one DataLoader worker (decode, replay or crop, tokenise, collate) of train.py's own loader, no
+    model step."""
+    cfg = dataclasses.replace(cfg, num_workers=1)
+    _, processor = load_model_and_processor(cfg.model)
+    _, teacher_spec, teacher_tokenize = load_teachers(cfg, "cpu") if cfg.recipe == "online_distill" else (None,) * 3
+    loader, _ = build_train_data(cfg, PartialState(), processor, cfg.global_batch_size, teacher_spec, teacher_tokenize)
     batches = iter(loader)
     next(batches)  # worker start-up
     start, n = time.perf_counter(), 0
@@ -121,8 +111,9 @@ def main() -> None:
         report = reinforced_dataset(data, num_images, args.k, args.n, num_workers=os.cpu_count() or 1)
         result["bytes_per_sample"] = report["storage"]["bytes_per_sample"]
         for recipe in args.recipes:
-            result["data_per_worker"][recipe] = data_samples_per_s(recipe, data, args)
-            result["train"][recipe] = train_samples_per_s(recipe, data, args, work)
+            cfg = run_config(recipe, data, args, work)
+            result["data_per_worker"][recipe] = data_samples_per_s(cfg)
+            result["train"][recipe] = train_samples_per_s(cfg, args)
             print(f"{recipe}: {result['train'][recipe]['samples_per_s']:.1f} samples/s training, "
                   f"{result['data_per_worker'][recipe]:.1f} samples/s per data worker", flush=True)
     write_results(result, markdown(result), args.out)

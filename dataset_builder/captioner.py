@@ -29,6 +29,16 @@ class Captioner(Protocol):
         ...
 
 
+def caption_seeds(seeds: Sequence[int], num_captions: int) -> list[int]:
+    """One seed per generated row: row r is caption r % N of image r // N, seeded from the image's seed and r % N."""
+    return [seed_for_key(f"caption {j}", seed) for seed in seeds for j in range(num_captions)]
+
+
+def per_image(texts: list[str], num_images: int, num_captions: int) -> list[list[str]]:
+    """Rows back to ``num_captions`` captions per image."""
+    return [texts[i * num_captions:(i + 1) * num_captions] for i in range(num_images)]
+
+
 class RowSampler(LogitsProcessor):
     """Samples every row from a generator of its own: Gumbel-max on the (top-p filtered) scores, so that greedy
     search's argmax draws exactly from ``softmax(scores)``, and a row's tokens depend on its seed alone."""
@@ -96,18 +106,16 @@ class TransformersCaptioner:
         param = next(self.model.parameters())
         kwargs = {"text": [self.prompt] * len(images)} if self.prompt else {}
         inputs = self.image_processor(images=list(images), return_tensors="pt", **kwargs)
-        # Row r is caption r % N of image r // N (greedy search takes no num_return_sequences: repeat the inputs).
+        # One row per caption (greedy search takes no num_return_sequences: repeat the inputs).
         inputs = {k: (v.to(param.device, param.dtype) if v.is_floating_point() else v.to(param.device))
                   .repeat_interleave(num_captions, dim=0) for k, v in inputs.items()}
-        row_seeds = [seed_for_key(f"caption {j}", seed) for seed in seeds for j in range(num_captions)]
-        sample = LogitsProcessorList([TopPLogitsWarper(self.top_p), RowSampler(row_seeds)])
+        sample = LogitsProcessorList([TopPLogitsWarper(self.top_p), RowSampler(caption_seeds(seeds, num_captions))])
         out = self.model.generate(**inputs, do_sample=False, num_beams=1, logits_processor=sample,
                                   max_new_tokens=self.max_new_tokens)
         if self.prompt and "input_ids" in inputs and not self.model.config.is_encoder_decoder:
             out = out[:, inputs["input_ids"].shape[1]:]  # decoder-only models echo the prompt
         texts = self.tokenizer.batch_decode(out, skip_special_tokens=True)
-        texts = [clean_caption(t, self.cut_at_period) for t in texts]
-        return [texts[i * num_captions:(i + 1) * num_captions] for i in range(len(images))]
+        return per_image([clean_caption(t, self.cut_at_period) for t in texts], len(images), num_captions)
 
 
 class CoCaCaptioner:
@@ -159,11 +167,9 @@ class CoCaCaptioner:
     def caption(self, images: Sequence[Image.Image], num_captions: int, seeds: Sequence[int]) -> list[list[str]]:
         param = next(self.model.parameters())
         pixels = torch.stack([self.preprocess(image) for image in images]).repeat_interleave(num_captions, dim=0)
-        row_seeds = [seed_for_key(f"caption {j}", seed) for seed in seeds for j in range(num_captions)]
-        tokens = self.sample(pixels.to(param.device, param.dtype), row_seeds)
+        tokens = self.sample(pixels.to(param.device, param.dtype), caption_seeds(seeds, num_captions))
         texts = [self._decode(t).split("<end_of_text>")[0].replace("<start_of_text>", "") for t in tokens]
-        texts = [clean_caption(t) for t in texts]
-        return [texts[i * num_captions:(i + 1) * num_captions] for i in range(len(images))]
+        return per_image([clean_caption(t) for t in texts], len(images), num_captions)
 
 
 def load_captioner(spec: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> Any:

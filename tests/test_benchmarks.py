@@ -48,17 +48,22 @@ def _run(script: str, *args: str) -> subprocess.CompletedProcess:
 
 
 def _tiny_model(folder: Path) -> str:
+    """A tiny model with its processor, saved: a train.py student and a dataset_builder `hf:` teacher."""
     from conftest import tiny_config
-    from modeling_mobileclip import MobileCLIPModel, MobileCLIPProcessor
+    from modeling_mobileclip import (
+        MobileCLIPImageProcessor,
+        MobileCLIPModel,
+        MobileCLIPProcessor,
+        MobileCLIPTokenizer,
+    )
 
     config = tiny_config()
+    size, context_length = config.vision_config.image_size, config.text_config.max_position_embeddings
     MobileCLIPModel(config).save_pretrained(folder)
-    processor = MobileCLIPProcessor.from_variant("mobileclip-s0")
-    processor.tokenizer.model_max_length = config.text_config.max_position_embeddings
-    size = config.vision_config.image_size
-    processor.image_processor.size, processor.image_processor.crop_size = {"shortest_edge": size}, {"height": size,
-                                                                                                  "width": size}
-    processor.save_pretrained(folder)
+    MobileCLIPProcessor(
+        MobileCLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size}),
+        MobileCLIPTokenizer(model_max_length=context_length),
+    ).save_pretrained(folder)
     return str(folder)
 
 
