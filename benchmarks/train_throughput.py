@@ -62,7 +62,7 @@ def data_samples_per_s(cfg: TrainConfig) -> float:
     """Samples/s of one DataLoader worker (decode, replay or crop, tokenise, collate) of train.py's own loader, no
     model step."""
     cfg = dataclasses.replace(cfg, num_workers=1)
-    _, processor = load_model_and_processor(cfg.model)
+    _, processor = load_model_and_processor(cfg.model, random_init=True)
     _, teacher_spec, teacher_tokenize = load_teachers(cfg, "cpu") if cfg.recipe == "online_distill" else (None,) * 3
     loader, _ = build_train_data(cfg, PartialState(), processor, cfg.global_batch_size, teacher_spec, teacher_tokenize)
     batches = iter(loader)

@@ -79,14 +79,24 @@ def _variant_key(name: str) -> str:
     return name.lower().replace("_", "-")
 
 
-def load_model(source: str):
-    """Loads a model: a released variant name (random init), or a folder / Hub id (random init if a folder has only
-    `config.json`, e.g. a tiny test config; the weights otherwise)."""
+def load_model(source: str, random_init: bool = False):
+    """Loads a model from a folder or Hub id with its weights.
+
+    With `random_init=True` the source may instead be a released variant name or a folder holding only `config.json`:
+    the architecture, randomly initialised (training from scratch). Otherwise a source without weights is an error, so
+    that a missing file never silently turns into a randomly initialised model.
+    """
     if _variant_key(source) in VARIANTS:
+        if not random_init:
+            raise ValueError(f"{source!r} is a variant name, not a trained model: pass random_init=True "
+                             "(--random-init) for a randomly initialised one, or a folder / Hub id with weights")
         return MobileCLIPModel(MobileCLIPConfig.from_variant(source))
     if source.startswith((os.sep, ".", "~")) and not os.path.isdir(os.path.expanduser(source)):
         raise FileNotFoundError(f"Model folder {source!r} does not exist (nor is it a variant name or a Hub id)")
     if os.path.isdir(source) and not any(os.path.isfile(os.path.join(source, f)) for f in _WEIGHT_FILES):
+        if not random_init:
+            raise FileNotFoundError(f"Model folder {source!r} has no weights (none of {', '.join(_WEIGHT_FILES)}); "
+                                    "pass random_init=True (--random-init) to use its config with random weights")
         return AutoModel.from_config(AutoConfig.from_pretrained(source))
     return AutoModel.from_pretrained(source)
 
@@ -113,9 +123,9 @@ def load_processor(source: str, config):
     return processor
 
 
-def load_model_and_processor(source: str):
+def load_model_and_processor(source: str, random_init: bool = False):
     """`load_model` and `load_processor` of the same source."""
-    model = load_model(source)
+    model = load_model(source, random_init)
     return model, load_processor(source, model.config)
 
 
@@ -207,33 +217,75 @@ def zero_shot_classifier(model, tokenizer, class_names: list[str], templates, ba
 # Metrics
 
 
+# Cosine similarities closer than this are a tie. Float rounding moves an embedding by ~1e-7 per element, and a
+# similarity by ~1e-6, between batch sizes, kernels and CPUs; a rank decided by less than that would depend on the
+# batch size (and on identical inputs embedded in different batches). Real differences between candidates are orders
+# of magnitude larger.
+TIE_TOLERANCE = 1e-4
+
+
+def found_in_top_k(greater: torch.Tensor, tied: torch.Tensor, own_tied: torch.Tensor, k: int) -> torch.Tensor:
+    """Probability that one of a query's own candidates is ranked in the top `k`, ties broken uniformly at random.
+
+    Args:
+        greater: per query, the number of other candidates scoring above the query's best own candidate (beyond the
+            tie tolerance).
+        tied: per query, the number of other candidates tied with it.
+        own_tied: per query, the number of own candidates tied with it (at least 1, the best one itself).
+
+    The tied group fills positions `greater .. greater + tied + own_tied - 1` in random order; the query is found if
+    one of its `own_tied` candidates lands among the first `j = k - greater` of them:
+    `1 - C(tied, j) / C(tied + own_tied, j)` (`j / (tied + 1)` for a single own candidate). A model that embeds
+    everything alike therefore scores chance, not a perfect recall.
+    """
+    greater, tied, own_tied = greater.double(), tied.double(), own_tied.double()
+    j = (k - greater).clamp(min=0)
+    # log C(t, j) - log C(t + m, j), for j <= t (where j > t every draw of j positions holds an own candidate).
+    log_miss = (torch.lgamma(tied + 1) - torch.lgamma(tied - j + 1)
+                - torch.lgamma(tied + own_tied + 1) + torch.lgamma(tied + own_tied - j + 1))
+    found = 1 - torch.where(j <= tied, log_miss.exp(), torch.zeros_like(j))
+    return torch.where(j > 0, found, torch.zeros_like(found))
+
+
+def _rank_counts(scores: torch.Tensor, is_own: torch.Tensor):
+    """`found_in_top_k`'s counts for each row of `scores` (queries x candidates) with own candidates `is_own`."""
+    scores = scores.double()
+    best_own = scores.masked_fill(~is_own, float("-inf")).max(dim=1, keepdim=True).values
+    above = scores > best_own + TIE_TOLERANCE
+    tie = (scores - best_own).abs() <= TIE_TOLERANCE
+    return (above & ~is_own).sum(1), (tie & ~is_own).sum(1), (tie & is_own).sum(1)
+
+
 def zero_shot_metrics(image_features: torch.Tensor, labels: torch.Tensor, classifier: torch.Tensor, topk=(1, 5)):
-    """Top-k accuracies (for k up to the number of classes) of `argmax(image_features @ classifierᵀ)`."""
+    """Top-k accuracies (for k up to the number of classes) of `image_features @ classifierᵀ`.
+
+    Classes whose logits are within `TIE_TOLERANCE` of the true class's are ties, broken at random (`found_in_top_k`);
+    the accuracy is its expectation, so it does not depend on the evaluation batch size or the machine.
+    """
     logits = image_features @ classifier.T
-    ranked = logits.topk(min(max(topk), logits.shape[1]), dim=1).indices
-    hits = ranked == labels[:, None]
-    return {f"top{k}": hits[:, :k].any(dim=1).float().mean().item() for k in topk if k <= logits.shape[1]}
+    is_own = labels[:, None] == torch.arange(logits.shape[1])[None, :]
+    counts = _rank_counts(logits, is_own)
+    return {f"top{k}": found_in_top_k(*counts, k).mean().item() for k in topk if k <= logits.shape[1]}
 
 
 def retrieval_metrics(image_features, text_features, text_to_image: torch.Tensor, ks=(1, 5, 10)) -> dict:
     """Recall@k both ways for `text_features[t]` describing `image_features[text_to_image[t]]`.
 
+    Text -> image: the rank of the text's own image among all images. Image -> text: the best rank of any of the
+    image's own captions among all texts. Ties (within `TIE_TOLERANCE`) are broken at random and each recall is its
+    expectation (`found_in_top_k`).
+
     Returns:
         `image_to_text_R@k`, `text_to_image_R@k` for every k, and their overall mean `mean_recall`.
     """
     similarity = text_features @ image_features.T  # (texts, images)
+    text_owns = text_to_image[:, None] == torch.arange(image_features.shape[0])[None, :]  # (texts, images)
+    text_counts = _rank_counts(similarity, text_owns)
+    image_counts = _rank_counts(similarity.T, text_owns.T)
     metrics = {}
-    # text -> image: the rank of the text's own image among all images.
-    own = similarity.gather(1, text_to_image[:, None])
-    text_rank = (similarity > own).sum(dim=1)
-    # image -> text: the best rank of any of the image's own captions among all texts.
-    is_own = text_to_image[None, :] == torch.arange(image_features.shape[0])[:, None]  # (images, texts)
-    scores = similarity.T
-    best_own = scores.masked_fill(~is_own, float("-inf")).max(dim=1, keepdim=True).values
-    image_rank = (scores > best_own).sum(dim=1)
     for k in ks:
-        metrics[f"image_to_text_R@{k}"] = (image_rank < k).float().mean().item()
-        metrics[f"text_to_image_R@{k}"] = (text_rank < k).float().mean().item()
+        metrics[f"image_to_text_R@{k}"] = found_in_top_k(*image_counts, k).mean().item()
+        metrics[f"text_to_image_R@{k}"] = found_in_top_k(*text_counts, k).mean().item()
     metrics["mean_recall"] = sum(metrics.values()) / len(metrics)
     return metrics
 
@@ -325,7 +377,10 @@ def run_eval_tasks(model, tokenizer, tasks: dict[str, dict], templates="openai",
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=True, help="saved model folder, Hub id, or variant name")
+    parser.add_argument("--model", required=True, help="saved model folder or Hub id (a variant name or a "
+                        "config-only folder with --random-init)")
+    parser.add_argument("--random-init", action="store_true",
+                        help="evaluate the architecture of --model with random weights (a chance-level baseline)")
     parser.add_argument("--dataset", required=True, help="local dataset folder or Hub dataset id")
     parser.add_argument("--split", default="test")
     parser.add_argument("--task", choices=("auto", "zeroshot", "retrieval"), default="auto",
@@ -347,7 +402,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> dict:
     """CLI entry point; prints and returns the metrics."""
     args = parse_args(argv)
-    model, processor = load_model_and_processor(args.model)
+    model, processor = load_model_and_processor(args.model, args.random_init)
     model = model.to(args.device).eval()
     task = args.task
     if task == "auto":
