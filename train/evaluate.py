@@ -14,9 +14,11 @@ Zero-shot needs an `image` column and an integer `label` column (class names fro
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 
+import evaluate
 import torch
 import torch.nn.functional as F
 from datasets import ClassLabel
@@ -217,77 +219,34 @@ def zero_shot_classifier(model, tokenizer, class_names: list[str], templates, ba
 # Metrics
 
 
-# Cosine similarities closer than this are a tie. Float rounding moves an embedding by ~1e-7 per element, and a
-# similarity by ~1e-6, between batch sizes, kernels and CPUs; a rank decided by less than that would depend on the
-# batch size (and on identical inputs embedded in different batches). Real differences between candidates are orders
-# of magnitude larger.
-TIE_TOLERANCE = 1e-4
+# The metrics are an `evaluate` module shipped with this package (loaded by path, no Hub access). It states the tie
+# rule that keeps them independent of the evaluation batch size and the machine: similarities within 1e-4 are ties,
+# broken at random, and each metric is that expectation.
+RANK_RECALL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "metrics", "rank_recall")
 
 
-def found_in_top_k(greater: torch.Tensor, tied: torch.Tensor, own_tied: torch.Tensor, k: int) -> torch.Tensor:
-    """Probability that one of a query's own candidates is ranked in the top `k`, ties broken uniformly at random.
-
-    Args:
-        greater: per query, the number of other candidates scoring above the query's best own candidate (beyond the
-            tie tolerance).
-        tied: per query, the number of other candidates tied with it.
-        own_tied: per query, the number of own candidates tied with it (at least 1, the best one itself).
-
-    The tied group fills positions `greater .. greater + tied + own_tied - 1` in random order; the query is found if
-    one of its `own_tied` candidates lands among the first `j = k - greater` of them:
-    `1 - C(tied, j) / C(tied + own_tied, j)` (`j / (tied + 1)` for a single own candidate). A model that embeds
-    everything alike therefore scores chance, not a perfect recall.
-    """
-    greater, tied, own_tied = greater.double(), tied.double(), own_tied.double()
-    j = (k - greater).clamp(min=0)
-    # log C(t, j) - log C(t + m, j), for j <= t (where j > t every draw of j positions holds an own candidate).
-    log_miss = (torch.lgamma(tied + 1) - torch.lgamma(tied - j + 1)
-                - torch.lgamma(tied + own_tied + 1) + torch.lgamma(tied + own_tied - j + 1))
-    found = 1 - torch.where(j <= tied, log_miss.exp(), torch.zeros_like(j))
-    return torch.where(j > 0, found, torch.zeros_like(found))
-
-
-def _rank_counts(scores: torch.Tensor, is_own: torch.Tensor):
-    """`found_in_top_k`'s counts for each row of `scores` (queries x candidates) with own candidates `is_own`."""
-    scores = scores.double()
-    best_own = scores.masked_fill(~is_own, float("-inf")).max(dim=1, keepdim=True).values
-    above = scores > best_own + TIE_TOLERANCE
-    tie = (scores - best_own).abs() <= TIE_TOLERANCE
-    return (above & ~is_own).sum(1), (tie & ~is_own).sum(1), (tie & is_own).sum(1)
+@functools.cache
+def _rank_recall(task: str):
+    return evaluate.load(RANK_RECALL, task)
 
 
 def zero_shot_metrics(image_features: torch.Tensor, labels: torch.Tensor, classifier: torch.Tensor, topk=(1, 5)):
-    """Top-k accuracies (for k up to the number of classes) of `image_features @ classifierᵀ`.
-
-    Classes whose logits are within `TIE_TOLERANCE` of the true class's are ties, broken at random (`found_in_top_k`);
-    the accuracy is its expectation, so it does not depend on the evaluation batch size or the machine.
-    """
-    logits = image_features @ classifier.T
-    is_own = labels[:, None] == torch.arange(logits.shape[1])[None, :]
-    counts = _rank_counts(logits, is_own)
-    return {f"top{k}": found_in_top_k(*counts, k).mean().item() for k in topk if k <= logits.shape[1]}
+    """Top-k accuracies (for k up to the number of classes) of `image_features @ classifierᵀ` (`rank_recall`)."""
+    logits = (image_features.float() @ classifier.float().T).numpy()
+    return _rank_recall("zeroshot").compute(predictions=logits, references=labels.numpy(), ks=topk)
 
 
 def retrieval_metrics(image_features, text_features, text_to_image: torch.Tensor, ks=(1, 5, 10)) -> dict:
-    """Recall@k both ways for `text_features[t]` describing `image_features[text_to_image[t]]`.
+    """Recall@k both ways for `text_features[t]` describing `image_features[text_to_image[t]]` (`rank_recall`).
 
     Text -> image: the rank of the text's own image among all images. Image -> text: the best rank of any of the
-    image's own captions among all texts. Ties (within `TIE_TOLERANCE`) are broken at random and each recall is its
-    expectation (`found_in_top_k`).
+    image's own captions among all texts.
 
     Returns:
         `image_to_text_R@k`, `text_to_image_R@k` for every k, and their overall mean `mean_recall`.
     """
-    similarity = text_features @ image_features.T  # (texts, images)
-    text_owns = text_to_image[:, None] == torch.arange(image_features.shape[0])[None, :]  # (texts, images)
-    text_counts = _rank_counts(similarity, text_owns)
-    image_counts = _rank_counts(similarity.T, text_owns.T)
-    metrics = {}
-    for k in ks:
-        metrics[f"image_to_text_R@{k}"] = found_in_top_k(*image_counts, k).mean().item()
-        metrics[f"text_to_image_R@{k}"] = found_in_top_k(*text_counts, k).mean().item()
-    metrics["mean_recall"] = sum(metrics.values()) / len(metrics)
-    return metrics
+    similarity = (text_features.float() @ image_features.float().T).numpy()  # (texts, images)
+    return _rank_recall("retrieval").compute(predictions=similarity, references=text_to_image.numpy(), ks=ks)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
