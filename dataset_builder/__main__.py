@@ -3,6 +3,9 @@
 Defaults reproduce DataCompDR: K=30 augmentations at 224 px, N=5 CoCa ViT-L-14 captions (top-p 0.9), teachers
 open_clip ViT-L-14 ``openai`` and ``datacomp_xl_s13b_b90k``. Under ``accelerate launch`` shard i is built by process
 ``i % world_size``; rerun the same command to resume an interrupted build. Output layout: ``builder.py``.
+Arguments and input columns are checked before any model is loaded; a shard skipping more than
+``--max-skipped-fraction`` of its rows, an empty build and keys repeated across shards fail (exit status 1) and leave
+the folder unfinalised.
 
 Examples::
 
@@ -21,14 +24,32 @@ import time
 
 import torch
 
-from .builder import build_reinforced_dataset
+from .builder import DEFAULT_MAX_SKIPPED_FRACTION, BuildError, build_reinforced_dataset, check_input
 from .captioner import load_captioner
-from .card import finalize_dataset
+from .card import MissingShardsError, finalize_dataset
 from .teachers import load_teacher
 
 DEFAULT_TEACHERS = ["openclip:ViT-L-14:openai", "openclip:ViT-L-14:datacomp_xl_s13b_b90k"]
 DEFAULT_CAPTIONER = "openclip:coca_ViT-L-14:mscoco_finetuned_laion2b_s13b_b90k"
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def _int_at_least(low: int):
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+
+    parse.__name__ = "int"  # argparse names the type in its "invalid int value" message
+    return parse
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {value:g}")
+    return value
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -47,22 +68,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--caption-column", default="caption")
     g.add_argument("--key-column", default=None, help="unique sample key; default: the row index")
     g.add_argument("--url-column", default=None, help="stored as image_ref with --no-images")
-    g.add_argument("--max-samples", type=int, default=None, help="only the first N rows (quick runs)")
+    g.add_argument("--max-samples", type=_int_at_least(1), default=None, help="only the first N rows (quick runs)")
     g = p.add_argument_group("reinforcement")
     g.add_argument("--teachers", nargs="+", default=DEFAULT_TEACHERS,
                    help="'openclip:<model>:<pretrained>' or 'hf:<hub id or folder>', in embedding order")
     g.add_argument("--captioner", default=DEFAULT_CAPTIONER,
                    help="'openclip:<model>:<pretrained>', 'hf:<id>' or 'none'")
     g.add_argument("--syn-captions-column", default=None, help="with --captioner none: column of synthetic captions")
-    g.add_argument("--num-augmentations", type=int, default=30)
-    g.add_argument("--num-synthetic-captions", type=int, default=5)
+    g.add_argument("--num-augmentations", type=_int_at_least(1), default=30)
+    g.add_argument("--num-synthetic-captions", type=_int_at_least(0), default=5)
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--teacher-resolution", type=int, default=224, help="resolution the augmentations are sampled at")
+    g.add_argument("--teacher-resolution", type=_int_at_least(1), default=224,
+                   help="resolution the augmentations are sampled at")
     g.add_argument("--crop-scale", type=float, nargs=2, default=[0.08, 1.0], metavar=("MIN", "MAX"),
                    help="RandomResizedCrop area range of the stored augmentations")
+    g.add_argument("--max-skipped-fraction", type=_fraction, default=DEFAULT_MAX_SKIPPED_FRACTION,
+                   help="fail when a shard skips more than this fraction of its rows (bad images or captions, see "
+                        "report.json); a wrong column or format skips nearly all. 1 accepts any; an empty build "
+                        "always fails")
     g = p.add_argument_group("output")
-    g.add_argument("--num-shards", type=int, default=None)
-    g.add_argument("--samples-per-shard", type=int, default=1000)
+    g.add_argument("--num-shards", type=_int_at_least(1), default=None)
+    g.add_argument("--samples-per-shard", type=_int_at_least(1), default=1000)
     g.add_argument("--dtype", choices=["float16", "float32", "bfloat16"], default="float16",
                    help="embedding storage (bfloat16: bf16-rounded values stored as float32)")
     g.add_argument("--no-images", action="store_true", help="store no image bytes, only image_ref")
@@ -71,12 +97,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--embedding-format", choices=["npz", "pth.gz"], default="npz", help="with --format datacompdr")
     g.add_argument("--push-to-hub", default=None, metavar="REPO_ID", help="upload the finished dataset")
     g = p.add_argument_group("compute")
-    g.add_argument("--batch-size", type=int, default=32, help="samples per teacher batch (x K images)")
-    g.add_argument("--num-workers", type=int, default=4, help="DataLoader workers decoding and augmenting")
+    g.add_argument("--batch-size", type=_int_at_least(1), default=32, help="samples per teacher batch (x K images)")
+    g.add_argument("--num-workers", type=_int_at_least(0), default=4,
+                   help="DataLoader workers decoding and augmenting")
     g.add_argument("--model-dtype", choices=list(DTYPES), default=None,
                    help="teacher/captioner dtype (default: float16 on GPU, float32 on CPU)")
     g.add_argument("--no-progress", action="store_true")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    # Checked here, before any model is loaded.
+    if args.captioner == "none" and args.syn_captions_column is None and args.num_synthetic_captions:
+        p.error("--captioner none needs --syn-captions-column (or --num-synthetic-captions 0)")
+    if args.captioner != "none" and args.syn_captions_column is not None:
+        p.error("--syn-captions-column is read only with --captioner none")
+    return args
 
 
 def load_input(args: argparse.Namespace):
@@ -100,32 +133,48 @@ def wait_and_finalize(output_dir: str, poll_s: float = 30.0) -> dict:
     while True:
         try:
             return finalize_dataset(output_dir)
-        except RuntimeError as err:  # shards still missing
+        except MissingShardsError as err:
             logging.getLogger(__name__).warning("waiting for other processes: %s", err)
             time.sleep(poll_s)
 
 
-def main(argv: list[str] | None = None) -> None:
+def build(args: argparse.Namespace) -> dict | None:
+    """Build (this process's shards of) the dataset; on the main process, wait for the others and finalise."""
     from accelerate import PartialState
 
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     state = PartialState()
+    dataset = load_input(args)
+    columns = dict(image_column=args.image_column, caption_column=args.caption_column, key_column=args.key_column,
+                   url_column=args.url_column, syn_captions_column=args.syn_captions_column)
+    check_input(dataset, **columns)  # before loading the models: a wrong column fails in seconds
     dtype = DTYPES[args.model_dtype or ("float16" if state.device.type == "cuda" else "float32")]
     teachers = [load_teacher(spec, state.device, dtype) for spec in args.teachers]
     captioner = load_captioner(args.captioner, state.device, dtype)
+    # How the input was read decides the rows: part of the resume fingerprint.
+    input_options = {"split": args.split, "config_name": args.config_name, "data_files": args.data_files,
+                     "max_samples": args.max_samples}
     report = build_reinforced_dataset(
-        load_input(args), args.output_dir, teachers, captioner, image_column=args.image_column,
-        caption_column=args.caption_column, key_column=args.key_column, url_column=args.url_column,
-        syn_captions_column=args.syn_captions_column, num_augmentations=args.num_augmentations,
+        dataset, args.output_dir, teachers, captioner, **columns, num_augmentations=args.num_augmentations,
         num_synthetic_captions=args.num_synthetic_captions, seed=args.seed, num_shards=args.num_shards,
         samples_per_shard=args.samples_per_shard, batch_size=args.batch_size, num_workers=args.num_workers,
         dtype=args.dtype, store_images=not args.no_images, aug_resolution=args.teacher_resolution,
-        crop_scale=args.crop_scale, source=args.input, rank=state.process_index, world_size=state.num_processes,
+        crop_scale=args.crop_scale, source=args.input, input_options=input_options,
+        max_skipped_fraction=args.max_skipped_fraction, rank=state.process_index, world_size=state.num_processes,
         progress=not args.no_progress)
     if not state.is_main_process:
+        return None
+    return report or wait_and_finalize(args.output_dir)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        report = build(args)
+    except BuildError as err:  # bad input or a failed build: a message, not a traceback
+        raise SystemExit(f"error: {err}") from err
+    if report is None:  # not the main process
         return
-    report = report or wait_and_finalize(args.output_dir)
     if args.format == "datacompdr":
         from .datacompdr import write_datacompdr
 
@@ -145,4 +194,4 @@ if __name__ == "__main__":
     main()
 
 
-__all__ = ["DEFAULT_CAPTIONER", "DEFAULT_TEACHERS", "load_input", "main", "parse_args", "wait_and_finalize"]
+__all__ = ["DEFAULT_CAPTIONER", "DEFAULT_TEACHERS", "build", "load_input", "main", "parse_args", "wait_and_finalize"]

@@ -37,11 +37,23 @@ per-key, per-caption seed, so they do not depend on sharding, batching, process 
 near-tie of two tokens, a caption) depend only on the sample up to float rounding of batched kernels (bit-identical
 for the same sharding and batch size on the same hardware).
 Resume: a shard is done iff its final parquet file exists (written to a temporary name, then ``os.replace``);
-rerunning the same command skips finished shards and rebuilds the rest from scratch.
+rerunning the same command skips finished shards, removes the temporary files a kill left behind and rebuilds the
+rest from scratch. ``.build/settings.json`` fingerprints everything that decides the rows and their content (the
+metadata, sharding, columns, the input's kind, length and first row, and ``input_options`` such as the split): a
+rerun into the folder with other settings is an error once a shard is finished (before that, the settings are
+replaced).
+
+Failures (``BuildError``, nothing is finalised): arguments and input columns are checked before any teacher runs; a
+shard skipping more than ``max_skipped_fraction`` of its rows is not written and stops the build (a wrong column
+or format skips nearly every row); a build that wrote no row, or stored a key in two shards, is not finalised. A key
+seen twice in one shard is skipped (``duplicate_key``); across shards it is an error rather than a silent choice of
+one copy, since only the whole build sees it.
 """
 
 from __future__ import annotations
 
+import glob
+import hashlib
 import json
 import logging
 import os
@@ -54,15 +66,115 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
+from PIL import Image
 from tqdm.auto import tqdm
 
 from .augment import MAGNITUDE, NUM_MAGNITUDE_BINS, NUM_OPS, RRC_RATIO, RRC_SCALE, seed_for_key
-from .card import SHARD_NAME, finalize_dataset, reinforced_features, settings_path, shard_path, write_json
-from .samples import PrepConfig, prepare_sample
+from .card import (
+    SHARD_NAME,
+    BuildError,
+    finalize_dataset,
+    reinforced_features,
+    settings_path,
+    shard_path,
+    write_json,
+)
+from .samples import PrepConfig, image_bytes, prepare_sample
 from .teachers import Teacher, TeacherEnsemble
 
 logger = logging.getLogger(__name__)
 STORAGE_DTYPES = {"float16": np.float16, "float32": np.float32, "bfloat16": np.float32}
+DEFAULT_MAX_SKIPPED_FRACTION = 0.5
+_STRINGS = ("string", "large_string", "binary", "large_binary")
+
+
+def _feature_problem(kind: str, feature: Any) -> str | None:
+    """Why a column with this ``datasets`` feature cannot be read as ``kind`` (None when it can)."""
+    text = isinstance(feature, datasets.Value) or (
+        isinstance(feature, (datasets.List, datasets.LargeList)) and isinstance(feature.feature, datasets.Value)
+        and feature.feature.dtype in _STRINGS)
+    ok = {
+        "image": isinstance(feature, datasets.Image)
+        or (isinstance(feature, datasets.Value) and feature.dtype in _STRINGS)
+        or (isinstance(feature, dict) and ("bytes" in feature or "path" in feature)),
+        "text": text,
+        "syn": text or (isinstance(feature, dict) and "syn_text" in feature),  # DataCompDR's syn.json
+        "scalar": isinstance(feature, datasets.Value),
+    }[kind]
+    return None if ok else f"holds {feature}"
+
+
+def _value_problem(kind: str, value: Any) -> str | None:
+    """Like ``_feature_problem`` for a cell of the first row (inputs whose features are unknown)."""
+    scalar = value is None or isinstance(value, (str, bytes, int, float))
+    text = scalar or (isinstance(value, (list, tuple)) and all(v is None or isinstance(v, (str, bytes)) for v in value))
+    ok = {
+        "image": value is None or isinstance(value, (bytes, bytearray, str, Image.Image))
+        or (isinstance(value, dict) and ("bytes" in value or "path" in value)),
+        "text": text,
+        "syn": text or (isinstance(value, dict) and "syn_text" in value),
+        "scalar": scalar,
+    }[kind]
+    return None if ok else f"holds {type(value).__name__} values"
+
+
+_EXPECTED = {"image": "encoded images (an Image feature, image bytes or file paths)",
+             "text": "text (strings, or lists of strings)", "syn": "lists of strings (or DataCompDR's syn.json)",
+             "scalar": "scalar values"}
+
+
+def _first_row(dataset: Any) -> dict | None:
+    if isinstance(dataset, datasets.IterableDataset):
+        return next(iter(dataset), None)
+    return dataset[0] if len(dataset) else None
+
+
+def check_input(dataset: datasets.Dataset | datasets.IterableDataset, image_column: str = "image",
+                caption_column: str = "caption", key_column: str | None = None, url_column: str | None = None,
+                syn_captions_column: str | None = None) -> None:
+    """Check that ``dataset`` has rows and that the named columns exist and hold what they are read as.
+
+    Uses the dataset's features, or its first row when they are unknown (some streamed inputs), so that a wrong
+    column fails here, in seconds, instead of skipping every row of a long build.
+
+    Raises:
+        BuildError: Naming the column and the problem.
+    """
+    features = dataset.features if isinstance(dataset.features, datasets.Features) else None
+    empty = isinstance(dataset, datasets.Dataset) and not len(dataset)
+    row = None
+    if features is None:  # only then: reading a row decodes its image, which may be corrupt
+        row = _first_row(dataset)
+        empty = row is None
+    if empty:
+        raise BuildError("the input has no rows (check the split, data files and max_samples)")
+    names = list(features if features is not None else row)
+    for option, name, kind in (("image_column", image_column, "image"), ("caption_column", caption_column, "text"),
+                               ("key_column", key_column, "scalar"), ("url_column", url_column, "scalar"),
+                               ("syn_captions_column", syn_captions_column, "syn")):
+        if name is None:
+            continue
+        if name not in names:
+            raise BuildError(f"{option} {name!r} is not a column of the input; its columns are {names}")
+        problem = _feature_problem(kind, features[name]) if features is not None else _value_problem(kind, row[name])
+        if problem:
+            raise BuildError(f"{option} {name!r} {problem}, not {_EXPECTED[kind]}")
+
+
+def _row_digest(row: dict | None, columns: Sequence[str | None], image_column: str) -> str | None:
+    """Digest of the first row's content in the columns read (image bytes, not the file path, which can move)."""
+    if row is None:
+        return None
+    cells = {}
+    for name in filter(None, columns):
+        value = row.get(name)
+        if name == image_column:
+            try:
+                value = hashlib.sha256(image_bytes(value) or b"").hexdigest()
+            except OSError:  # an unreadable file: that row is skipped; its path still identifies it
+                value = repr(value)
+        cells[name] = value
+    return hashlib.sha256(json.dumps(cells, sort_keys=True, default=repr).encode()).hexdigest()
 
 
 def plan_shards(dataset: Any, num_shards: int | None, samples_per_shard: int) -> tuple[int, Any]:
@@ -174,8 +286,12 @@ def records_to_table(records: list[dict], features: datasets.Features, store_ima
 
 def build_shard(shard: int, num_shards: int, batches: Iterable[list[dict]], ensemble: TeacherEnsemble,
                 captioner: Any, features: datasets.Features, output_dir: str, metadata: dict, store_images: bool,
-                progress: Any) -> dict:
-    """Reinforce one shard and write it atomically; returns the shard's report."""
+                progress: Any, max_skipped_fraction: float = 1.0) -> dict:
+    """Reinforce one shard and write it atomically; returns the shard's report.
+
+    Raises:
+        BuildError: If more than ``max_skipped_fraction`` of the shard's rows are skipped (nothing is written).
+    """
     records, skipped, examples, seen = [], Counter(), [], set()
     for batch in batches:
         good = []
@@ -195,6 +311,11 @@ def build_shard(shard: int, num_shards: int, batches: Iterable[list[dict]], ense
         progress.update(len(batch))
     report = {"shard": shard, "rows_in": len(records) + sum(skipped.values()), "rows_out": len(records),
               "skipped": dict(skipped), "examples": examples[:100]}
+    num_skipped = sum(skipped.values())
+    if num_skipped > max_skipped_fraction * report["rows_in"]:
+        raise BuildError(f"shard {shard}: {num_skipped} of {report['rows_in']} rows skipped ({dict(skipped)}, e.g. "
+                         f"{examples[:3]}), more than max_skipped_fraction={max_skipped_fraction:g}; check the "
+                         "column options and the input, or raise max_skipped_fraction to accept it")
     final = shard_path(output_dir, shard, num_shards)
     tmp = os.path.join(os.path.dirname(final), f".tmp-{os.getpid()}-{os.path.basename(final)}")
     pq.write_table(records_to_table(records, features, store_images), tmp)
@@ -203,16 +324,65 @@ def build_shard(shard: int, num_shards: int, batches: Iterable[list[dict]], ense
     return report
 
 
+def _flat(settings: Any, prefix: str = "") -> dict:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``, to name the settings that differ."""
+    if not isinstance(settings, dict) or not settings:
+        return {prefix: settings}
+    return {k: v for key, value in settings.items()
+            for k, v in _flat(value, f"{prefix}.{key}" if prefix else key).items()}
+
+
+def _temporaries(output_dir: str, shards: Iterable[int] | None, num_shards: int) -> list[str]:
+    """Temporary files of a killed build: of ``shards``, or all of them (None)."""
+    if shards is None:
+        return glob.glob(os.path.join(output_dir, "data", ".tmp-*")) + glob.glob(
+            os.path.join(output_dir, ".build", "*.tmp-*"))
+    paths = []
+    for s in shards:
+        name = os.path.basename(shard_path(output_dir, s, num_shards))
+        paths += glob.glob(os.path.join(output_dir, "data", f".tmp-*-{name}"))
+        paths += glob.glob(os.path.join(output_dir, ".build", f"shard-{s:05d}.json.tmp-*"))
+    return paths
+
+
 def _check_fingerprint(output_dir: str, settings: dict) -> None:
-    """Refuse to resume into a directory built with other settings (it would mix two datasets)."""
+    """Refuse to resume into a directory built with other settings (it would mix two datasets).
+
+    Settings that no finished shard was built with are replaced (a failed first attempt must not block the folder).
+    """
     path = settings_path(output_dir)
+    settings = json.loads(json.dumps(settings))
     if os.path.exists(path):
         with open(path) as f:
             old = json.load(f)
-        if old != json.loads(json.dumps(settings)):
-            raise ValueError(f"{output_dir} was built with other settings: {old} != {settings}; use a new directory")
-    else:
-        write_json(path, settings)
+        if old == settings:
+            return
+        new, old = _flat(settings), _flat(old)
+        diff = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(new) | set(old))
+                         if old.get(k) != new.get(k))
+        if glob.glob(os.path.join(output_dir, "data", "train-*.parquet")):
+            raise BuildError(f"{output_dir} was built with other settings ({diff}); use a new directory")
+        logger.warning("%s has no finished shard: replacing its settings (%s)", output_dir, diff)
+        for stale in _temporaries(output_dir, None, 0):
+            os.remove(stale)
+    write_json(path, settings)
+
+
+def _check_arguments(**args: Any) -> None:
+    """Integer and fraction arguments, checked before anything is read or written."""
+    minimum = {"num_augmentations": 1, "num_synthetic_captions": 0, "samples_per_shard": 1, "batch_size": 1,
+               "num_workers": 0, "aug_resolution": 1, "min_image_size": 1, "world_size": 1, "rank": 0}
+    for name, low in minimum.items():
+        value = args[name]
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise BuildError(f"{name} must be an integer >= {low}, got {value!r}")
+    if args["num_shards"] is not None and (not isinstance(args["num_shards"], (int, np.integer))
+                                           or args["num_shards"] < 1):
+        raise BuildError(f"num_shards must be None or an integer >= 1, got {args['num_shards']!r}")
+    if args["rank"] >= args["world_size"]:
+        raise BuildError(f"rank must be < world_size, got rank {args['rank']} of {args['world_size']}")
+    if not 0 <= args["max_skipped_fraction"] <= 1:
+        raise BuildError(f"max_skipped_fraction must be in [0, 1], got {args['max_skipped_fraction']!r}")
 
 
 def build_reinforced_dataset(
@@ -238,6 +408,8 @@ def build_reinforced_dataset(
     crop_scale: Sequence[float] = RRC_SCALE,
     min_image_size: int = 2,
     source: str = "",
+    input_options: dict | None = None,
+    max_skipped_fraction: float = DEFAULT_MAX_SKIPPED_FRACTION,
     rank: int = 0,
     world_size: int = 1,
     progress: bool = True,
@@ -251,6 +423,7 @@ def build_reinforced_dataset(
 
     Args:
         dataset: Input rows with an image column (``Image`` feature, bytes, path or PIL) and a caption column.
+            Checked with ``check_input`` first.
         output_dir: Output folder (created).
         teachers: CLIP-style teachers; their order fixes the embedding layout.
         captioner: Synthetic-caption generator (see ``captioner.py``), or None to read ``syn_captions_column`` (or
@@ -268,22 +441,47 @@ def build_reinforced_dataset(
         crop_scale: RandomResizedCrop area range (DataCompDR: (0.08, 1)); small images may want a narrower one.
         min_image_size: Images with a side shorter than this are skipped.
         source: Name of the input, stored in the metadata.
+        input_options: How ``dataset`` was read from ``source`` (split, config, data files, row limit...), JSON
+            values; part of the resume fingerprint, so that a rerun reading other rows into the folder fails.
+        max_skipped_fraction: A shard skipping more than this fraction of its rows (bad input, see
+            ``samples.SKIP_REASONS``) fails the build and is not written; 1 accepts any. A build writing no row
+            always fails.
         rank, world_size: This process and the number of processes.
         progress: Show a tqdm bar (images/s).
 
     Returns:
         The final report (``report.json``) when ``world_size == 1``, else None.
+
+    Raises:
+        BuildError: Bad arguments or columns, settings that differ from those the folder's finished shards were
+            built with, a shard over ``max_skipped_fraction``, or (when finalising) an empty build or duplicate keys.
     """
+    _check_arguments(num_augmentations=num_augmentations, num_synthetic_captions=num_synthetic_captions,
+                     num_shards=num_shards, samples_per_shard=samples_per_shard, batch_size=batch_size,
+                     num_workers=num_workers, aug_resolution=aug_resolution, min_image_size=min_image_size,
+                     rank=rank, world_size=world_size, max_skipped_fraction=max_skipped_fraction)
     if captioner is None and syn_captions_column is None and num_synthetic_captions:
-        raise ValueError("no captioner and no syn_captions_column: pass one, or num_synthetic_captions=0")
+        raise BuildError("no captioner and no syn_captions_column: pass one, or num_synthetic_captions=0")
+    if captioner is not None and syn_captions_column is not None:  # the captioner's captions would replace them
+        raise BuildError("syn_captions_column is read only without a captioner: pass one of them")
     if dtype not in STORAGE_DTYPES:
-        raise ValueError(f"dtype must be one of {list(STORAGE_DTYPES)}")
+        raise BuildError(f"dtype must be one of {list(STORAGE_DTYPES)}")
     if len(crop_scale) != 2 or not 0 < crop_scale[0] <= crop_scale[1] <= 1:
-        raise ValueError(f"crop_scale must be (min, max) with 0 < min <= max <= 1, got {crop_scale}")
+        raise BuildError(f"crop_scale must be (min, max) with 0 < min <= max <= 1, got {crop_scale}")
+    check_input(dataset, image_column, caption_column, key_column, url_column, syn_captions_column)
     if isinstance(dataset.features, datasets.Features) and isinstance(dataset.features.get(image_column),
                                                                       datasets.Image):
         # Decode ourselves: a corrupt image must become a skipped row, not an exception inside the iterator.
         dataset = dataset.cast_column(image_column, datasets.Image(decode=False))
+    columns = {"image_column": image_column, "caption_column": caption_column, "key_column": key_column,
+               "url_column": url_column, "syn_captions_column": syn_captions_column}
+    # What was read: another split, filter or file list gives other rows under the same source name.
+    input_fingerprint = {
+        "kind": "iterable" if isinstance(dataset, datasets.IterableDataset) else "map",
+        "num_rows": None if isinstance(dataset, datasets.IterableDataset) else len(dataset),
+        "first_row": _row_digest(_first_row(dataset), list(columns.values()), image_column),
+        "columns": columns, **(input_options or {}),
+    }
     ensemble = TeacherEnsemble(teachers, aug_resolution)
     num_shards, rows_of = plan_shards(dataset, num_shards, samples_per_shard)
     metadata = {
@@ -296,9 +494,13 @@ def build_reinforced_dataset(
     }
     settings = {"metadata": metadata, "num_shards": num_shards, "store_images": store_images,
                 "min_image_size": min_image_size, "captioner": getattr(captioner, "name", None),
-                "syn_captions_column": syn_captions_column, "key_column": key_column}
+                "syn_captions_column": syn_captions_column, "key_column": key_column, "input": input_fingerprint}
     os.makedirs(os.path.join(output_dir, "data"), exist_ok=True)
     _check_fingerprint(output_dir, settings)
+    # Only this process's shards: another process may be writing its own temporary files right now.
+    for stale in _temporaries(output_dir, range(rank, num_shards, world_size), num_shards):
+        logger.info("removing %s, left by an interrupted build", stale)
+        os.remove(stale)
     features = reinforced_features(num_augmentations, num_synthetic_captions, ensemble.dim, dtype, store_images)
     cfg = PrepConfig(image_column, caption_column, ensemble.views, num_augmentations, seed, aug_resolution,
                      tuple(crop_scale), key_column, url_column, syn_captions_column, num_synthetic_captions,
@@ -308,9 +510,9 @@ def build_reinforced_dataset(
         for shard in todo:
             batches = _prepared(dataset, rows_of, shard, num_shards, cfg, batch_size, num_workers)
             build_shard(shard, num_shards, batches, ensemble, captioner, features, output_dir, metadata, store_images,
-                        bar)
+                        bar, max_skipped_fraction)
     return finalize_dataset(output_dir) if world_size == 1 else None
 
 
-__all__ = ["SHARD_NAME", "build_reinforced_dataset", "build_shard", "plan_shards", "records_to_table",
-           "reinforce_batch", "shard_path"]
+__all__ = ["DEFAULT_MAX_SKIPPED_FRACTION", "SHARD_NAME", "BuildError", "build_reinforced_dataset", "build_shard",
+           "check_input", "plan_shards", "records_to_table", "reinforce_batch", "shard_path"]

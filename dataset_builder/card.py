@@ -10,6 +10,8 @@ from typing import Any
 
 import datasets
 import pyarrow.parquet as pq
+import pyarrow as pa
+import pyarrow.compute as pc
 import yaml
 from datasets import Features, List, Value
 
@@ -40,6 +42,15 @@ Metadata (`reinforcement.json`):
 {metadata}
 ```
 """
+
+
+class BuildError(ValueError):
+    """The build cannot go on: bad arguments or input columns, a resume into a folder built from other settings or
+    input, a shard skipping too many rows, duplicate keys or an empty result. Nothing is finalised."""
+
+
+class MissingShardsError(RuntimeError):
+    """Some shards are not built yet (another process is still working, or a build was interrupted)."""
 
 
 def shard_path(output_dir: str, shard: int, num_shards: int) -> str:
@@ -113,13 +124,29 @@ def write_card(output_dir: str, features: Features, metadata: dict, storage: dic
         f.write(text)
 
 
+def duplicate_key(output_dir: str, num_shards: int) -> tuple[str, list[int]] | None:
+    """A key stored more than once, and the shards holding it (each shard is deduplicated while it is built, but
+    no process sees the other shards' keys until all are done); None if keys are unique."""
+    paths = [shard_path(output_dir, s, num_shards) for s in range(num_shards)]
+    columns = [pq.read_table(p, columns=["key"]).column("key") for p in paths]
+    keys = pa.chunked_array([chunk for column in columns for chunk in column.chunks], pa.string())
+    counts = pc.value_counts(keys)
+    repeated = counts.filter(pc.greater(counts.field("counts"), 1))
+    if not len(repeated):
+        return None
+    key = repeated.field("values")[0].as_py()
+    return key, [s for s, column in enumerate(columns) if pc.any(pc.equal(column, key)).as_py()]
+
+
 def finalize_dataset(output_dir: str) -> dict:
     """Write ``reinforcement.json``, ``report.json`` and ``README.md`` once every shard exists; return the report.
 
     Reads the build settings from ``.build/settings.json``, so any process (or a later call) can do it.
 
     Raises:
-        RuntimeError: If shards are missing (some process has not finished).
+        MissingShardsError: If shards are missing (some process has not finished).
+        BuildError: If no row was written, or a key is stored in two shards (which copy is the sample is
+            arbitrary, and dropping one would hide a key column that is not unique); nothing is written then.
     """
     with open(settings_path(output_dir)) as f:
         settings = json.load(f)
@@ -128,7 +155,7 @@ def finalize_dataset(output_dir: str) -> dict:
                                    metadata["embedding_dim"], metadata["dtype"], settings["store_images"])
     missing = [s for s in range(num_shards) if not os.path.exists(shard_path(output_dir, s, num_shards))]
     if missing:
-        raise RuntimeError(f"{len(missing)} shards are not built yet, e.g. {missing[:5]}")
+        raise MissingShardsError(f"{len(missing)} shards are not built yet, e.g. {missing[:5]}")
     skipped, rows_in, examples = Counter(), 0, []
     for s in range(num_shards):
         with open(os.path.join(output_dir, ".build", f"shard-{s:05d}.json")) as f:
@@ -137,6 +164,16 @@ def finalize_dataset(output_dir: str) -> dict:
         rows_in += shard["rows_in"]
         examples += shard["examples"]
     storage = storage_report(output_dir)
+    if not storage["rows"]:
+        raise BuildError(f"{output_dir}: no row was written ({rows_in} read, skipped: {dict(skipped) or 'none'}, "
+                         f"e.g. {examples[:3]}); not finalising an empty dataset")
+    duplicate = duplicate_key(output_dir, num_shards)
+    if duplicate:
+        key, shards = duplicate
+        raise BuildError(f"{output_dir}: key {key!r} is stored in shards {shards}; keys must be unique: use a unique "
+                         "key column (or none: the row index) and a new directory")
+    for path in glob.glob(os.path.join(output_dir, "*.json.tmp-*")):  # left by a killed finalize
+        os.remove(path)
     report = {"rows_in": rows_in, "rows_out": storage["rows"], "skipped": dict(sorted(skipped.items())),
               "num_skipped": sum(skipped.values()), "skipped_examples": examples[:1000], "storage": storage}
     write_json(os.path.join(output_dir, "reinforcement.json"), metadata)
@@ -147,6 +184,9 @@ def finalize_dataset(output_dir: str) -> dict:
 
 __all__ = [
     "SHARD_NAME",
+    "BuildError",
+    "MissingShardsError",
+    "duplicate_key",
     "finalize_dataset",
     "reinforced_features",
     "settings_path",

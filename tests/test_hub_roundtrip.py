@@ -223,7 +223,7 @@ def test_convert_from_a_repo_id_and_push_to_hub(hub, published):
 def loaded(hub, published):
     tmp = published["tmp"]
     return run_client(hub, tmp, "load", f"""
-        import json, torch
+        import json, os, torch
         from PIL import Image
         from transformers import AutoImageProcessor, AutoModel, AutoProcessor, AutoTokenizer, pipeline
         import modeling_mobileclip  # registers the Auto classes
@@ -234,9 +234,13 @@ def loaded(hub, published):
             model = AutoModel.from_pretrained({MODEL!r}, revision=revision).eval()
             with torch.no_grad():
                 out[str(revision)] = {{
-                    "class": type(model).__name__, "commit": model.config._commit_hash,
+                    "class": type(model).__name__,
                     "text": model.get_text_features(inputs["input_ids"]).pooler_output.tolist(),
                     "image": model.get_image_features(inputs["pixel_values"]).pooler_output.tolist()}}
+        # The commit each revision resolved to, as the download cache recorded it.
+        refs = os.path.join(os.environ["HF_HOME"], "hub", "models--{MODEL.replace("/", "--")}", "refs")
+        for revision in ("main", "v1.0", "v2"):
+            out[revision if revision != "main" else "None"]["commit"] = open(os.path.join(refs, revision)).read()
         processor = AutoProcessor.from_pretrained({MODEL!r})
         tokenizer = AutoTokenizer.from_pretrained({MODEL!r})
         image_processor = AutoImageProcessor.from_pretrained({MODEL!r})
