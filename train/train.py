@@ -20,9 +20,13 @@ scheduler, prepare, resume, loop (accumulate, backward, step on sync), evaluate,
 import argparse
 import difflib
 import functools
+import itertools
 import json
 import math
 import os
+import pickle
+import re
+import shutil
 import sys
 import time
 import types
@@ -40,7 +44,8 @@ import torch.nn.functional as F
 import yaml
 from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.tracking import LOGGER_TYPE_TO_CLASS, GeneralTracker, get_available_trackers
-from accelerate.utils import ProjectConfiguration, set_seed
+from accelerate.utils import RNG_STATE_NAME, ProjectConfiguration, set_seed
+from accelerate.utils import load as accelerate_load
 from tqdm.auto import tqdm
 
 from train.data import (
@@ -59,6 +64,11 @@ from train.loss import ReinforcedCLIPLoss
 
 MAX_LOGIT_SCALE = math.log(100)  # the learned temperature is clamped to 100 after every step (open_clip, §8.3)
 TEACHER_KEYS = ("teacher_image_embeds", "teacher_text_embeds", "teacher_syn_text_embeds")
+CHECKPOINT_NAME = re.compile(r"checkpoint_(\d+)")  # accelerate's naming; other entries of checkpoints/ are ignored
+TEMPORARY_PREFIX = ".tmp-"  # checkpoints being written or deleted: never resumed from, removed at the next start
+# Scheduler and Progress, as JSON that this script reads itself: accelerate would pickle them as custom checkpoints and
+# unpickle them with weights_only=False, running whatever code a checkpoint folder from elsewhere holds.
+TRAIN_STATE = "train_state.json"
 
 
 @dataclass
@@ -140,24 +150,49 @@ _CHOICES = {
     "lr_scheduler": ("cosine", "constant"),
     "interpolation": ("bilinear", "bicubic", "nearest"),
 }
-_POSITIVE = ("global_batch_size", "gradient_accumulation_steps", "train_steps", "lr", "log_every", "eval_batch_size",
+_POSITIVE = ("global_batch_size", "gradient_accumulation_steps", "train_steps", "log_every", "eval_batch_size",
              "shuffle_buffer_size", "stop_after_steps", "save_total_limit", "eval_max_samples")
-_NON_NEGATIVE = ("weight_decay", "warmup_steps", "max_grad_norm", "save_every", "eval_every", "num_workers")
+_NON_NEGATIVE = ("warmup_steps", "max_grad_norm", "save_every", "eval_every", "num_workers")
 
 
 def _value_errors(cfg: TrainConfig) -> list[str]:
     """Everything wrong with the values of a well-typed config."""
     value = functools.partial(getattr, cfg)
-    errors = [f"{k} must be one of {v}, got {value(k)!r}" for k, v in _CHOICES.items() if value(k) not in v]
-    errors += [f"{k} must be > 0, got {value(k)}" for k in _POSITIVE if value(k) is not None and value(k) <= 0]
-    errors += [f"{k} must be >= 0, got {value(k)}" for k in _NON_NEGATIVE if value(k) < 0]
-    errors += [f"{k} must be in [0, 1), got {value(k)}" for k in ("beta1", "beta2") if not 0 <= value(k) < 1]
+    # NaN passes every bound below (all its comparisons are false) and inf trains to NaN: no float key may be either.
+    non_finite = sorted({f.name for f in fields(cfg) for x in _as_list(value(f.name))
+                         if isinstance(x, float) and not math.isfinite(x)})
+    errors = [f"{k} must be finite, got {value(k)}" for k in non_finite]
+    checked = lambda k: k not in non_finite and value(k) is not None  # noqa: E731 (one error per key)
+    errors += [f"{k} must be one of {v}, got {value(k)!r}" for k, v in _CHOICES.items() if value(k) not in v]
+    errors += [f"{k} must be > 0, got {value(k)}" for k in _POSITIVE if checked(k) and value(k) <= 0]
+    errors += [f"{k} must be >= 0, got {value(k)}" for k in _NON_NEGATIVE if checked(k) and value(k) < 0]
+    errors += [f"{k} must be in [0, 1), got {value(k)}" for k in ("beta1", "beta2")
+               if checked(k) and not 0 <= value(k) < 1]
+    # AdamW moves each weight by about lr per step whatever the gradient's scale: above 1 that is more than a weight's
+    # own size every step, which only diverges (MobileCLIP trains at 1e-3).
+    if checked("lr") and not 0 < cfg.lr <= 1:
+        errors.append(f"lr must be in (0, 1], got {cfg.lr}")
+    # Decoupled decay scales the decayed weights by 1 - lr * weight_decay each step; CLIP recipes use 0.1-0.5, and
+    # above 1 it drives the weights to 0 instead of regularising them.
+    if checked("weight_decay") and not 0 <= cfg.weight_decay <= 1:
+        errors.append(f"weight_decay must be in [0, 1], got {cfg.weight_decay}")
+    # eps keeps Adam's division by the gradient's RMS finite (> 0); from 1 up it swamps that RMS entirely.
+    if checked("eps") and not 0 < cfg.eps < 1:
+        errors.append(f"eps must be in (0, 1) or null, got {cfg.eps}")
     if not cfg.train_dataset:
         errors.append("train_dataset is required (a local folder or a Hub dataset id)")
-    if len(cfg.crop_scale) != 2 or not 0 < cfg.crop_scale[0] <= cfg.crop_scale[1] <= 1:
+    if len(cfg.crop_scale) != 2 or checked("crop_scale") and not 0 < cfg.crop_scale[0] <= cfg.crop_scale[1] <= 1:
         errors.append(f"crop_scale must be [min, max] with 0 < min <= max <= 1, got {cfg.crop_scale}")
     if len(cfg.loss_weights) != 2:
         errors.append(f"loss_weights must be [w_clip, w_distill], got {cfg.loss_weights}")
+    # A negative weight maximises its loss; both 0 leave nothing to learn (the clip recipe ignores them).
+    elif checked("loss_weights") and (min(cfg.loss_weights) < 0 or
+                                      (cfg.recipe != "clip" and not sum(cfg.loss_weights) > 0)):
+        errors.append(f"loss_weights must be >= 0 and not both 0, got {cfg.loss_weights}")
+    # A negative teacher scale turns the teachers' most similar pairs into the least likely targets; 0 makes the
+    # targets uniform, whatever the teachers say.
+    if checked("teacher_logit_scale") and any(s <= 0 for s in _as_list(cfg.teacher_logit_scale)):
+        errors.append(f"teacher_logit_scale must be > 0 (one, or one per teacher), got {cfg.teacher_logit_scale}")
     if cfg.recipe == "online_distill" and not cfg.teacher_models:
         errors.append("recipe online_distill needs teacher_models (folders of MobileCLIP/CLIP models)")
     if isinstance(cfg.eval_templates, str) and cfg.eval_templates not in TEMPLATES:
@@ -169,6 +204,10 @@ def _value_errors(cfg: TrainConfig) -> list[str]:
     elif missing := [t for t in trackers if t not in map(str, get_available_trackers())]:
         errors.append(f"report_to: {missing} requested but not installed (pip install {' '.join(missing)})")
     return errors
+
+
+def _as_list(value) -> list:
+    return [] if value is None else value if isinstance(value, list) else [value]
 
 
 def _convert(value, annotation):
@@ -340,23 +379,155 @@ def compute_loss(model, batch: dict, loss_fn, teachers: list, accelerator) -> di
     return loss_fn(image, text[:n], logit_scale, syn_text_features=text[n:] if len(text) > n else None, **targets)
 
 
-def resume(accelerator, cfg: TrainConfig) -> None:
-    """Restores model, optimizer, scheduler, RNG states and `Progress` from `cfg.resume_from_checkpoint`."""
-    checkpoints = os.path.join(cfg.output_dir, "checkpoints")
-    indices = sorted(int(d.rsplit("_", 1)[1]) for d in os.listdir(checkpoints)) if os.path.isdir(checkpoints) else []
+def checkpoint_folders(checkpoints: str) -> dict[int, str]:
+    """The `checkpoint_<i>` folders of `checkpoints` by increasing index; any other entry (`.DS_Store`, temporary
+    folders) is not one."""
+    found = {}
+    for name in os.listdir(checkpoints) if os.path.isdir(checkpoints) else ():
+        path = os.path.join(checkpoints, name)
+        if (match := CHECKPOINT_NAME.fullmatch(name)) and os.path.isdir(path):
+            found[int(match[1])] = path
+    return dict(sorted(found.items()))
+
+
+def is_complete(checkpoint: str) -> bool:
+    """Written by save_checkpoint to the end (TRAIN_STATE is its last file), not cut short by an older version's
+    in-place save."""
+    return os.path.isfile(os.path.join(checkpoint, TRAIN_STATE))
+
+
+def remove_temporary_folders(checkpoints: str, accelerator) -> None:
+    """Main process, at start: the leftovers of a run killed while writing or deleting a checkpoint."""
+    for name in os.listdir(checkpoints) if os.path.isdir(checkpoints) else ():
+        if name.startswith(TEMPORARY_PREFIX) and os.path.isdir(path := os.path.join(checkpoints, name)):
+            accelerator.print(f"Removing {path}, left by a run interrupted while saving")
+            shutil.rmtree(path)
+
+
+def _fsync(path: str) -> None:
+    try:  # directories cannot be opened or synced everywhere (Windows, some network file systems)
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def scheduler_state(scheduler) -> dict:
+    """The LambdaLR's state without its `lr_lambdas` (plain functions: saved as None by torch anyway)."""
+    return {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
+
+
+def save_checkpoint(accelerator, checkpoints: str, index: int, scheduler, progress, total_limit: int | None) -> str:
+    """accelerator.save_state into a temporary folder, renamed to `checkpoint_<index>` once complete: a run killed or
+    out of disk mid-save leaves a temporary folder, never a `checkpoint_<i>` that resume would pick and fail on. The
+    oldest checkpoints are rotated out only then, so that the previous good one outlives a failed save."""
+    final = os.path.join(checkpoints, f"checkpoint_{index}")
+    temporary = os.path.join(checkpoints, f"{TEMPORARY_PREFIX}checkpoint_{index}")
+    accelerator.save_state(temporary)  # every process writes its part (model and optimizer: main; RNG: each)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        with open(os.path.join(temporary, TRAIN_STATE), "w") as f:
+            json.dump({"progress": progress.state_dict(), "scheduler": scheduler_state(scheduler)}, f, indent=1)
+        for name in os.listdir(temporary):  # on disk before the rename, so that a power cut cannot reorder them
+            _fsync(os.path.join(temporary, name))
+        if os.path.exists(final):
+            raise FileExistsError(f"{final} already exists: another run is writing to {checkpoints}?")
+        os.replace(temporary, final)
+        _fsync(checkpoints)
+        complete = [path for path in checkpoint_folders(checkpoints).values() if is_complete(path)]
+        for path in complete[: max(0, len(complete) - total_limit)] if total_limit else ():
+            # Renamed first: a kill mid-delete leaves a temporary folder, not a half-deleted checkpoint_<i>.
+            doomed = os.path.join(checkpoints, TEMPORARY_PREFIX + os.path.basename(path))
+            os.replace(path, doomed)
+            shutil.rmtree(doomed)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def _expect_like(value, expected, where: str) -> None:
+    """`value` has the structure and types of `expected` (JSON data: same keys, list lengths, bool/int/float)."""
+    if isinstance(expected, dict):
+        if not isinstance(value, dict) or set(value) != set(expected):
+            raise ValueError(f"{where} must have the keys {sorted(expected)}, got {value!r}")
+        for key in expected:
+            _expect_like(value[key], expected[key], f"{where}.{key}")
+    elif isinstance(expected, list):
+        if not isinstance(value, list) or len(value) != len(expected):
+            raise ValueError(f"{where} must be a list of {len(expected)}, got {value!r}")
+        for i, (item, want) in enumerate(zip(value, expected)):
+            _expect_like(item, want, f"{where}[{i}]")
+    elif type(value) is not type(expected) and not (type(expected) is float and type(value) is int):
+        raise ValueError(f"{where} must be {type(expected).__name__}, got {value!r}")
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{where} must be finite, got {value!r}")
+
+
+def read_train_state(checkpoint: str, scheduler) -> dict:
+    """The checkpoint's TRAIN_STATE, checked against the structure of this run's scheduler and Progress."""
+    path = os.path.join(checkpoint, TRAIN_STATE)
+    try:
+        with open(path) as f:
+            state = json.load(f)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{path} is not readable JSON: {error}") from error
+    _expect_like(state, {"progress": Progress().state_dict(), "scheduler": scheduler_state(scheduler)}, path)
+    if min(state["progress"].values()) < 0:
+        raise ValueError(f"{path}: progress counts must be >= 0, got {state['progress']}")
+    return state
+
+
+def check_loadable(accelerator, checkpoint: str) -> None:
+    """Refuses, before accelerator.load_state reads anything, the files it would load unsafely or silently skip."""
+    # load_state unpickles custom_checkpoint_<i>.pkl with weights_only=False, i.e. runs any code they hold. This
+    # script registers no objects for checkpointing, so such files come from an older version or from elsewhere.
+    if custom := sorted(f for f in os.listdir(checkpoint) if re.fullmatch(r"custom_checkpoint_\d+\.pkl", f)):
+        raise ValueError(f"Checkpoint {checkpoint} holds {custom}: pickles that loading would execute, which this "
+                         f"script never writes (it keeps that state in {TRAIN_STATE}). Not loaded; delete them only "
+                         "if you trust where the checkpoint came from.")
+    # load_state reads RNG states with weights_only=True, but resumes with the current ones when that refuses a file.
+    # Read here with the same loader, every rank's (so that all processes decide alike), to make that an error.
+    for rank in range(accelerator.num_processes):
+        path = os.path.join(checkpoint, f"{RNG_STATE_NAME}_{rank}.pkl")
+        if os.path.exists(path):
+            try:
+                accelerate_load(path)
+            except Exception as error:
+                raise ValueError(f"{path} is not a plain random-state file and was not loaded: {error}") from error
+
+
+def resume(accelerator, cfg: TrainConfig, checkpoints: str, scheduler, progress: Progress) -> None:
+    """Restores model, optimizer, RNG states (accelerate) and scheduler and `Progress` (TRAIN_STATE) from
+    `cfg.resume_from_checkpoint`: a checkpoint folder, or "latest", the newest complete one in `checkpoints`."""
     path = cfg.resume_from_checkpoint
     if path == "latest":
-        if not indices:
-            accelerator.print(f"No checkpoint in {checkpoints} yet: starting from scratch")
+        folders = list(checkpoint_folders(checkpoints).values())
+        complete = [folder for folder in folders if is_complete(folder)]
+        for folder in folders[folders.index(complete[-1]) + 1 if complete else 0:]:
+            accelerator.print(f"Skipping {folder}: incomplete (no {TRAIN_STATE}; interrupted while saving?)")
+        if not complete:
+            accelerator.print(f"No complete checkpoint in {checkpoints} yet: starting from scratch")
             return
-        path = os.path.join(checkpoints, f"checkpoint_{indices[-1]}")
+        path = complete[-1]
     elif not os.path.isdir(path):
         raise FileNotFoundError(f"resume_from_checkpoint: {path} is not a checkpoint folder")
-    accelerator.load_state(path)
-    # load_state never advances accelerate's checkpoint counter: the next save_state would then collide with an
-    # existing checkpoint_<i> folder (HF_CONVENTIONS.md §5.1).
-    accelerator.project_configuration.iteration = (indices[-1] + 1) if indices else 0
-    accelerator.print(f"Resumed from {path}")
+    elif not is_complete(path):
+        raise ValueError(f"resume_from_checkpoint: {path} has no {TRAIN_STATE}, so it is incomplete (interrupted "
+                         "while saving) or from a version of train.py that pickled it")
+    state = read_train_state(path, scheduler)
+    check_loadable(accelerator, path)
+    try:  # model: safetensors, or weights_only torch.load; optimizer, scaler: weights_only torch.load
+        accelerator.load_state(path)
+    except pickle.UnpicklingError as error:
+        raise ValueError(f"Checkpoint {path} holds a file that is not plain tensors and was not loaded (unpickling it "
+                         f"could run code): {error}") from error
+    scheduler.load_state_dict({**state["scheduler"], "lr_lambdas": [None] * len(scheduler.lr_lambdas)})
+    progress.load_state_dict(state["progress"])
+    accelerator.print(f"Resumed from {path} (step {progress.step})")
 
 
 def training_function(cfg: TrainConfig) -> None:
@@ -366,10 +537,10 @@ def training_function(cfg: TrainConfig) -> None:
         mixed_precision=cfg.mixed_precision,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
         log_with=trackers,
-        project_config=ProjectConfiguration(
-            project_dir=cfg.output_dir, logging_dir=os.path.join(cfg.output_dir, "logs"),
-            automatic_checkpoint_naming=True, total_limit=cfg.save_total_limit,
-        ),
+        # Checkpoints are named and rotated by save_checkpoint: accelerate's automatic naming writes in place and
+        # deletes the oldest checkpoint before the new one is complete.
+        project_config=ProjectConfiguration(project_dir=cfg.output_dir,
+                                            logging_dir=os.path.join(cfg.output_dir, "logs")),
         # Per-epoch shuffles from seed + epoch, so that a resumed run replays the same order.
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg.seed),
         dynamo_backend="inductor" if cfg.torch_compile else "no",
@@ -387,7 +558,7 @@ def training_function(cfg: TrainConfig) -> None:
     accelerator.init_trackers(cfg.run_name, config=hparams)
     set_seed(cfg.seed)  # before building the model, so that the seed also fixes its initial weights
 
-    model, processor = load_model_and_processor(cfg.model)
+    model, processor = load_model_and_processor(cfg.model, random_init=True)  # a config or variant: from scratch
     online = cfg.recipe == "online_distill"
     teachers, teacher_spec, teacher_tokenize = load_teachers(cfg, accelerator.device) if online else ([], None, None)
     train_dl, reinforcement = build_train_data(cfg, accelerator, processor, batch_size, teacher_spec, teacher_tokenize)
@@ -405,6 +576,10 @@ def training_function(cfg: TrainConfig) -> None:
         dims = reinforcement.teacher_dims if reinforcement else [t.config.projection_dim for t in teachers]
         default_scale = reinforcement.teacher_logit_scales if reinforcement else 100.0
         scale = cfg.teacher_logit_scale if cfg.teacher_logit_scale is not None else default_scale
+        if reinforcement and cfg.teacher_logit_scale is None and not all(math.isfinite(x) and x > 0 for x in scale):
+            # The same bound as the config key's (see _value_errors), for the dataset's own scales.
+            raise ValueError(f"{cfg.train_dataset}: reinforcement.json's teacher logit scales must be finite and > 0, "
+                             f"got {scale}; set teacher_logit_scale to override them")
         loss_fn = ReinforcedCLIPLoss(dims, scale, loss_weights=tuple(cfg.loss_weights))
 
     if cfg.gradient_checkpointing:  # non-reentrant: the reentrant variant breaks DDP's gradient hooks
@@ -413,7 +588,7 @@ def training_function(cfg: TrainConfig) -> None:
             accelerator.print("Warning: the recomputed forward updates BatchNorm running statistics a second time")
     optimizer = build_optimizer(model, cfg)
     # Not prepared: accelerate would step it once per process per optimizer step. Stepped here on each optimizer
-    # step instead, and checkpointed through register_for_checkpointing.
+    # step instead, and checkpointed in TRAIN_STATE by save_checkpoint.
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg))
 
     # A streamed loader is not prepared: data.py already split it by rank, and preparing it as well would shard it
@@ -425,15 +600,22 @@ def training_function(cfg: TrainConfig) -> None:
         if len(train_dl) == 0:
             raise ValueError(f"{cfg.train_dataset} has fewer rows than one global batch ({cfg.global_batch_size})")
     evals = {task: {**e, "loader": accelerator.prepare(e["loader"])} for task, e in evals.items()}
-    progress = Progress()
-    accelerator.register_for_checkpointing(scheduler, progress)
+    progress, checkpoints = Progress(), os.path.join(cfg.output_dir, "checkpoints")
+    if accelerator.is_main_process:
+        remove_temporary_folders(checkpoints, accelerator)
+    accelerator.wait_for_everyone()
     if cfg.resume_from_checkpoint:
-        resume(accelerator, cfg)
+        resume(accelerator, cfg, checkpoints, scheduler, progress)
+    # After every existing name, complete or not, so that no save collides with a folder (load_state never advances a
+    # counter either).
+    indices = itertools.count(max(checkpoint_folders(checkpoints), default=-1) + 1)
+    save = lambda: save_checkpoint(accelerator, checkpoints, next(indices), scheduler, progress,  # noqa: E731
+                                   cfg.save_total_limit)
 
     step_loss = functools.partial(compute_loss, loss_fn=loss_fn, teachers=teachers, accelerator=accelerator)
     evaluate = functools.partial(run_eval_tasks, tokenizer=processor.tokenizer, tasks=evals,
                                  templates=cfg.eval_templates, accelerator=accelerator) if evals else None
-    train_loop(cfg, accelerator, model, optimizer, scheduler, train_dl, step_loss, evaluate, progress)
+    train_loop(cfg, accelerator, model, optimizer, scheduler, train_dl, step_loss, evaluate, progress, save)
     if progress.step < cfg.train_steps:  # stop_after_steps: like a crash, no final checkpoint and no saved model
         accelerator.end_training()
         return
@@ -450,8 +632,15 @@ def training_function(cfg: TrainConfig) -> None:
     accelerator.end_training()
 
 
-def train_loop(cfg, accelerator, model, optimizer, scheduler, train_dl, step_loss, evaluate, progress) -> None:
-    """Optimizer steps until `train_steps` (or `stop_after_steps`), with logging, evaluation and checkpoints."""
+def non_finite_tensors(model) -> list[str]:
+    """Names of the parameters and floating-point buffers holding NaN or inf."""
+    tensors = itertools.chain(model.named_parameters(), model.named_buffers())
+    return [name for name, t in tensors if t.is_floating_point() and not torch.isfinite(t).all()]
+
+
+def train_loop(cfg, accelerator, model, optimizer, scheduler, train_dl, step_loss, evaluate, progress, save) -> None:
+    """Optimizer steps until `train_steps` (or `stop_after_steps`), with logging, evaluation and checkpoints (`save`).
+    Raises FloatingPointError, before saving anything more, once the loss or the weights are no longer finite."""
     unwrapped, streaming = accelerator.unwrap_model(model), isinstance(train_dl.dataset, StreamingDataset)
     model.train()
     bar = tqdm(total=cfg.train_steps, initial=progress.step, disable=not accelerator.is_local_main_process)
@@ -486,6 +675,14 @@ def train_loop(cfg, accelerator, model, optimizer, scheduler, train_dl, step_los
             local = torch.stack(parts)
             stats = torch.cat([local[:, :3].mean(0) / accelerator.num_processes, local[:, 3:].sum(0)])
             stats = accelerator.reduce(stats)
+            # Reduced, so that every process stops at the same step. Past a NaN, training only spreads it to every
+            # weight: stop before it reaches a checkpoint or the saved model.
+            if not torch.isfinite(stats[:3]).all():
+                raise FloatingPointError(
+                    f"Training diverged: the loss is not finite at step {progress.step + 1} (loss {stats[0]:.4g}, "
+                    f"contrastive {stats[1]:.4g}, distill {stats[2]:.4g}). Stopped without saving; the last "
+                    f"checkpoint in {os.path.join(cfg.output_dir, 'checkpoints')} is the last good state. Try a lower "
+                    "lr or more warmup_steps, or check the data's teacher embeddings.")
             progress.step, progress.skipped = progress.step + 1, progress.skipped + int(stats[3].item())
             parts, window_steps = [], window_steps + 1
             bar.update(1)
@@ -504,7 +701,13 @@ def train_loop(cfg, accelerator, model, optimizer, scheduler, train_dl, step_los
             if evaluate and (last or (cfg.eval_every and progress.step % cfg.eval_every == 0)):
                 accelerator.log({f"eval/{k}": v for k, v in evaluate(unwrapped).items()}, step=progress.step)
             if last or (cfg.save_every and progress.step % cfg.save_every == 0):
-                accelerator.save_state()
+                # A finite loss does not rule out an update that overflowed (it is computed before the step).
+                if bad := non_finite_tensors(unwrapped):
+                    names = ", ".join(bad[:3]) + (", ..." if len(bad) > 3 else "")
+                    raise FloatingPointError(f"Training diverged: after step {progress.step}, {len(bad)} tensors are "
+                                             f"not finite ({names}). Stopped without saving; the newest checkpoint is "
+                                             "the last good state. Try a lower lr or more warmup_steps.")
+                save()
             if progress.step >= stop_at:
                 break
         else:  # the epoch ended (map-style only: a streamed dataset never ends)
