@@ -33,8 +33,8 @@ from modeling_mobileclip.configuration_mobileclip import MobileCLIPConfig, Mobil
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESTS = os.path.join(REPO, "tests")
 MODEL, CHECKPOINT = f"{USER}/mobileclip-tiny", f"{USER}/open-clip-tiny"
-INPUT, REINFORCED, DATACOMPDR, TRAINED = (f"{USER}/{n}" for n in ("messy", "messy-reinforced", "datacompdr-tiny",
-                                                                   "trained"))
+INPUT, REINFORCED, TRAINED = f"{USER}/messy", f"{USER}/messy-reinforced", f"{USER}/trained"
+DATACOMPDR = {"images": f"{USER}/datacompdr-images", "urls": f"{USER}/datacompdr-urls"}
 LABELS = ["cat", "dog", "a red table"]
 # A released-variant entry (configuration_mobileclip.VARIANTS) small enough for CPU tests; registered only in the
 # converting subprocess, so that this process's VARIANTS stay the released ones.
@@ -323,24 +323,20 @@ def test_trust_remote_code_by_repo_id_without_the_package(hub, published, tmp_pa
 @pytest.fixture(scope="module")
 def reinforced(hub, published, tmp_path_factory):
     """`Dataset.push_to_hub` of the messy image-text set, then `python -m dataset_builder <its repo id>` (streamed),
-    teacher `hf:<model repo id>`, `--format datacompdr --push-to-hub`; the DataCompDR tars go to a repo of their own."""
+    teacher `hf:<model repo id>`, `--format datacompdr --push-to-hub`."""
     tmp = tmp_path_factory.mktemp("reinforce")
     out = tmp / "out"
     argv = [INPUT, str(out), "--teachers", f"hf:{MODEL}", "--captioner", "none", "--syn-captions-column", "syn",
             "--key-column", "uid", "--num-augmentations", "2", "--num-synthetic-captions", "2",
-            "--samples-per-shard", "5", "--batch-size", "4", "--num-workers", "0", "--format", "datacompdr",
+            "--batch-size", "4", "--num-workers", "0", "--format", "datacompdr",
             "--no-progress", "--push-to-hub", REINFORCED]
     run_client(hub, tmp, "reinforce", f"""
-        import json, runpy, sys
-        from huggingface_hub import HfApi
+        import runpy, sys
         from reinforce_fixtures import messy_dataset
 
-        messy_dataset(with_syn=True).push_to_hub({INPUT!r})
+        messy_dataset(with_syn=True).push_to_hub({INPUT!r}, num_shards=3)  # 3 shards: 3 streamed shards out
         sys.argv = ["dataset_builder", *{argv!r}]
         runpy.run_module("dataset_builder", run_name="__main__")
-        api = HfApi()
-        api.create_repo({DATACOMPDR!r}, repo_type="dataset")
-        api.upload_folder(repo_id={DATACOMPDR!r}, repo_type="dataset", folder_path={str(out / "datacompdr")!r})
         """, timeout=400)
     return out
 
@@ -381,12 +377,33 @@ def test_dataset_builder_from_a_hub_dataset_with_a_hub_teacher_pushes_the_datase
     torch.testing.assert_close(stored, expected.float(), atol=2e-3, rtol=0)
 
 
+def without_images(out, folder):
+    """The reinforced folder's rows with `image` dropped and `image_ref` set, like DataCompDR-12M (URLs only)."""
+    import pyarrow as pa
+
+    os.makedirs(folder / "data")
+    for shard in sorted(os.listdir(out / "data")):
+        table = pq.read_table(out / "data" / shard)
+        table = table.drop_columns(["image"]).append_column("image_ref", pa.array(
+            [f"https://example.com/{key}.jpg" for key in table["key"].to_pylist()]))
+        pq.write_table(table, folder / "data" / shard)
+    return folder
+
+
 @pytest.fixture(scope="module")
 def streamed(hub, reinforced):
+    """Streams the pushed dataset back with `load_dataset(repo_id, streaming=True)`, and DataCompDR tars with
+    `stream_datacompdr_from_hub`: the builder's own (`--format datacompdr`, with images) and URL-only ones."""
+    from dataset_builder.datacompdr import write_datacompdr
+
     tmp = reinforced.parent
+    urls = without_images(reinforced, tmp / "urls")
+    write_datacompdr(str(urls), str(urls / "datacompdr"))
+    folders = {"images": reinforced / "datacompdr", "urls": urls / "datacompdr"}
     return run_client(hub, tmp, "stream", f"""
         import json, numpy as np
         import datasets
+        from huggingface_hub import HfApi
         from dataset_builder import stream_datacompdr_from_hub
 
         datasets.config.SLEEP_TIME_ON_THREADS_SHUTDOWN = 0
@@ -404,11 +421,18 @@ def streamed(hub, reinforced):
 
         stream = datasets.load_dataset({REINFORCED!r}, split="train", streaming=True)
         stream = stream.cast_column("image", datasets.Image(decode=False))
-        parquet = [plain(r) for r in stream]
-        webdataset = stream_datacompdr_from_hub({DATACOMPDR!r})
-        tars = [plain(r) for r in webdataset]
-        json.dump({{"streaming": isinstance(stream, datasets.IterableDataset), "num_shards": stream.num_shards,
-                   "parquet": parquet, "datacompdr": tars}}, open(OUT, "w"))
+        out = {{"streaming": isinstance(stream, datasets.IterableDataset), "num_shards": stream.num_shards,
+               "parquet": [plain(r) for r in stream]}}
+        api = HfApi()
+        for layout, repo in {DATACOMPDR!r}.items():
+            api.create_repo(repo, repo_type="dataset")
+            api.upload_folder(repo_id=repo, repo_type="dataset", folder_path={{"images": {str(folders["images"])!r},
+                                                                              "urls": {str(folders["urls"])!r}}}[layout])
+            try:
+                out[layout] = [plain(r) for r in stream_datacompdr_from_hub(repo)]
+            except Exception as err:  # reported by the test of this layout
+                out[layout] = f"{{type(err).__name__}}: {{err}}"
+        json.dump(out, open(OUT, "w"))
         """)
 
 
@@ -425,18 +449,40 @@ def test_load_dataset_streaming_of_the_pushed_dataset(hub, reinforced, streamed)
     assert requested(hub, "GET", rf"^/datasets/{REINFORCED}/resolve/[0-9a-f]{{40}}/data/train-00000-of-00003\.parquet")
 
 
-def test_stream_datacompdr_from_hub(reinforced, streamed):
+def check_datacompdr(local_folder, streamed_rows):
     from dataset_builder.datacompdr import load_datacompdr
 
-    local = {r["key"]: r for r in load_datacompdr(str(reinforced / "datacompdr"))}
-    rows = {r["key"]: r for r in streamed["datacompdr"]}
+    assert isinstance(streamed_rows, list), streamed_rows  # else the error the stream raised
+    local = {r["key"]: r for r in load_datacompdr(str(local_folder))}
+    rows = {r["key"]: r for r in streamed_rows}
     assert sorted(rows) == sorted(local) and len(local) == 9
     for key, row in local.items():
         got = rows[key]
         for column in ("caption", "syn_captions", "aug_params", "image_ref"):
             assert got[column] == row[column], (key, column)
+        assert got["image"] == (row["image"]["bytes"].hex() if row["image"] else None)
         for column in ("image_emb", "text_emb"):
             np.testing.assert_array_equal(np.array(got[column], np.float32), np.array(row[column], np.float32))
+
+
+# stream_datacompdr_from_hub reads through datasets' WebDataset loader, which decodes `.json` members and infers an
+# Arrow schema from the first samples. The fix (read the tars with datacompdr.iter_tar over HfFileSystem, one shard per
+# tar, as load_datacompdr does locally) is described in the report of issue 13; both tests then pass.
+PAUG_REASON = ("datasets' WebDataset loader infers an Arrow type from the decoded paug.json, whose param_aug lists mix "
+               "an integer crop box with a list of [op, magnitude] pairs: ArrowInvalid 'cannot mix list and non-list'")
+
+
+@pytest.mark.xfail(strict=True, reason=PAUG_REASON)
+def test_stream_datacompdr_from_hub(reinforced, streamed):
+    """URL-only shards, as DataCompDR-12M is published."""
+    check_datacompdr(reinforced.parent / "urls" / "datacompdr", streamed["urls"])
+
+
+@pytest.mark.xfail(strict=True, reason=PAUG_REASON + "; and write_datacompdr names each image member by its format "
+                   "(.jpg, .png), while that loader requires every sample to have the same member types")
+def test_stream_datacompdr_from_hub_with_images_of_several_formats(reinforced, streamed):
+    """The builder's own `--format datacompdr` output: the messy input has JPEG and PNG images."""
+    check_datacompdr(reinforced / "datacompdr", streamed["images"])
 
 
 # ---------------------------------------------------------------------------------------------------------------------
