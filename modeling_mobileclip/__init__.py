@@ -27,6 +27,7 @@ from .modeling_mobileclip import (
     MobileCLIPModel,
     MobileCLIPOutput,
     MobileCLIPPreTrainedModel,
+    MobileCLIPTextModel,
     MobileCLIPTextModelWithProjection,
     MobileCLIPVisionModelWithProjection,
 )
@@ -36,12 +37,9 @@ from .tokenization_mobileclip import MobileCLIPTokenizer
 for _config in (MobileCLIPConfig, MobileCLIPTextConfig, MobileCLIPVisionConfig):
     AutoConfig.register(_config.model_type, _config, exist_ok=True)
     AutoTokenizer.register(_config, tokenizer_class=MobileCLIPTokenizer, exist_ok=True)
-    # One PIL-backend class (bit-exact with open_clip) under both keys: no "falling back to pil" log on every load.
-    AutoImageProcessor.register(
-        _config,
-        image_processor_classes={"pil": MobileCLIPImageProcessor, "torchvision": MobileCLIPImageProcessor},
-        exist_ok=True,
-    )
+    # PIL backend only (bit-exact with open_clip). No torchvision class is registered: a user asking for the fast
+    # processor is told there is none instead of silently getting the PIL one.
+    AutoImageProcessor.register(_config, image_processor_classes={"pil": MobileCLIPImageProcessor}, exist_ok=True)
     AutoProcessor.register(_config, MobileCLIPProcessor, exist_ok=True)
 AutoModel.register(MobileCLIPConfig, MobileCLIPModel, exist_ok=True)
 AutoModel.register(MobileCLIPTextConfig, MobileCLIPTextModelWithProjection, exist_ok=True)
@@ -66,6 +64,7 @@ __all__ = [
     "MobileCLIPPreTrainedModel",
     "MobileCLIPProcessor",
     "MobileCLIPTextConfig",
+    "MobileCLIPTextModel",
     "MobileCLIPTextModelWithProjection",
     "MobileCLIPTokenizer",
     "MobileCLIPVisionConfig",

@@ -7,6 +7,7 @@ here: the pre-norm transformer of S1/S2/B and MobileCLIP2 (`mobileclip/modules/c
 (`mobileclip/modules/text/repmixer.py`). Multi-branch blocks fuse for inference with `reparameterize()`.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -17,9 +18,11 @@ import torch.nn.functional as F
 from timm.utils.model import reparameterize_model
 from torch import nn
 from transformers import PreTrainedModel
+from transformers import initialization as init
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPooling
-from transformers.utils import ModelOutput
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.utils import ModelOutput, can_return_tuple
 
 from .configuration_mobileclip import MobileCLIPConfig, MobileCLIPTextConfig, MobileCLIPVisionConfig
 
@@ -59,21 +62,26 @@ class MobileCLIPOutput(ModelOutput):
 
 @dataclass
 class MobileCLIPTextModelOutput(ModelOutput):
-    """Output of `MobileCLIPTextModelWithProjection`: projected (un-normalised) embeddings, then the tower's states."""
+    """Output of `MobileCLIPTextModelWithProjection`: projected (un-normalised) embeddings, then the tower's states
+    (`hidden_states`: the embeddings and every layer's output; `attentions`: one per transformer layer)."""
 
     text_embeds: torch.Tensor | None = None
     last_hidden_state: torch.Tensor | None = None
     pooler_output: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
 
 
 @dataclass
 class MobileCLIPVisionModelOutput(ModelOutput):
     """Output of `MobileCLIPVisionModelWithProjection`: projected (un-normalised) embeddings, the tower's last feature
-    map (or token sequence for ViTs) and its pooled features before projection."""
+    map (or token sequence for ViTs), its pooled features before projection, and on request timm's intermediate
+    features (`hidden_states`: one feature map per MCi stage, one token sequence per ViT block)."""
 
     image_embeds: torch.Tensor | None = None
     last_hidden_state: torch.Tensor | None = None
     pooler_output: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -221,22 +229,68 @@ class MobileCLIPRepMixerBlock(GradientCheckpointingLayer):
 # Transformer text layers
 
 
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    output_length: int | None = None,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention written out, so that its weights can be returned; causal (without a mask) as SDPA's `is_causal`.
+
+    `output_length`: return the weights of the first queries only (the input's positions of a padded sequence).
+    """
+    attn_weights = torch.matmul(query, key.transpose(-1, -2)) * scaling
+    if attention_mask is not None:
+        attn_weights = attn_weights + attention_mask
+    elif module.is_causal:
+        future = torch.ones(query.shape[-2], key.shape[-2], dtype=torch.bool, device=query.device).triu(1)
+        attn_weights = attn_weights.masked_fill(future, float("-inf"))
+    attn_weights = F.softmax(attn_weights, dim=-1, dtype=torch.float32).to(query.dtype)
+    attn_weights = F.dropout(attn_weights, p=dropout, training=module.training)
+    returned, attn_weights = _visible(attn_weights, output_length, dim=2)
+    return torch.matmul(attn_weights, value).transpose(1, 2).contiguous(), returned
+
+
+def _visible(tensor: torch.Tensor, length: int | None, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the first `length` entries along `dim`, the tensor rebuilt from them): returning the first part, and computing
+    on with the rebuilt one, keeps what is returned in the autograd graph (its `.grad` can be retained)."""
+    if length is None:
+        return tensor, tensor
+    first, rest = tensor.split([length, tensor.shape[dim] - length], dim=dim)
+    return first, torch.cat([first, rest], dim=dim)
+
+
 class MobileCLIPAttention(nn.Module):
-    """Multi-head self-attention with a fused [q; k; v] projection, the layout of Apple's and open_clip's weights."""
+    """Multi-head self-attention with a fused [q; k; v] projection, the layout of Apple's and open_clip's weights.
+
+    `config._attn_implementation` picks the kernel: `"sdpa"` (the default, as the references) or `"eager"`, which
+    also returns the attention weights.
+    """
 
     def __init__(self, config: MobileCLIPTextConfig):
         super().__init__()
+        self.config = config
         self.num_heads = config.num_attention_heads
+        self.head_dim = config.hidden_size // config.num_attention_heads
+        self.scaling = self.head_dim**-0.5
         self.is_causal = config.use_causal_mask
         self.qkv_proj = nn.Linear(config.hidden_size, 3 * config.hidden_size)
         self.out_proj = nn.Linear(config.hidden_size, config.hidden_size)
 
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+    def forward(self, hidden_states: torch.Tensor, **kwargs) -> tuple[torch.Tensor, torch.Tensor | None]:
         batch, length, width = hidden_states.shape
-        qkv = self.qkv_proj(hidden_states).reshape(batch, length, 3, self.num_heads, width // self.num_heads)
+        qkv = self.qkv_proj(hidden_states).reshape(batch, length, 3, self.num_heads, self.head_dim)
         query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-        out = F.scaled_dot_product_attention(query, key, value, is_causal=self.is_causal)
-        return self.out_proj(out.transpose(1, 2).reshape(batch, length, width))
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
+        out, attn_weights = attention_interface(self, query, key, value, None, scaling=self.scaling, **kwargs)
+        return self.out_proj(out.reshape(batch, length, width)), attn_weights
 
 
 class MobileCLIPMLP(nn.Module):
@@ -251,7 +305,8 @@ class MobileCLIPMLP(nn.Module):
 
 
 class MobileCLIPEncoderLayer(GradientCheckpointingLayer):
-    """Pre-norm transformer layer: x + attn(ln(x)), then x + mlp(ln(x))."""
+    """Pre-norm transformer layer: x + attn(ln(x)), then x + mlp(ln(x)). Returns the output and the attention
+    weights (`None` unless computed by the eager kernel)."""
 
     def __init__(self, config: MobileCLIPTextConfig):
         super().__init__()
@@ -260,47 +315,10 @@ class MobileCLIPEncoderLayer(GradientCheckpointingLayer):
         self.layer_norm2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.mlp = MobileCLIPMLP(config)
 
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        hidden_states = hidden_states + self.self_attn(self.layer_norm1(hidden_states))
-        return hidden_states + self.mlp(self.layer_norm2(hidden_states))
-
-
-class MobileCLIPTextTransformer(nn.Module):
-    """Token and position embeddings, the layers, a final LayerNorm, and pooling at the end-of-text token.
-
-    Inputs shorter than `max_position_embeddings` are padded with `pad_token_id` here: the non-causal towers attend
-    to padding (there is no padding mask in MobileCLIP), so the reference embeddings are those of 77-token inputs
-    padded with 0, whatever padding a caller (e.g. a pipeline) used.
-    """
-
-    def __init__(self, config: MobileCLIPTextConfig):
-        super().__init__()
-        self.config = config
-        self.token_embedding = nn.Embedding(config.vocab_size, config.hidden_size)
-        self.positional_embedding = nn.Parameter(torch.empty(config.max_position_embeddings, config.hidden_size))
-        layers = [MobileCLIPEncoderLayer(config) for _ in range(config.num_hidden_layers)]
-        if config.text_tower == "mct":
-            layers = [MobileCLIPRepMixerBlock(config), *layers, MobileCLIPRepMixerBlock(config)]
-        self.layers = nn.ModuleList(layers)
-        self.final_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-
-    def forward(self, input_ids: torch.Tensor) -> BaseModelOutputWithPooling:
-        context_length = self.config.max_position_embeddings
-        if input_ids.ndim != 2:
-            raise ValueError(f"input_ids must have shape (batch, length), got {tuple(input_ids.shape)}.")
-        if input_ids.shape[1] > context_length:
-            raise ValueError(
-                f"input_ids has {input_ids.shape[1]} tokens but MobileCLIP's context length is {context_length}; "
-                "tokenize with truncation (MobileCLIPTokenizer does by default)."
-            )
-        input_ids = F.pad(input_ids, (0, context_length - input_ids.shape[1]), value=self.config.pad_token_id)
-        hidden_states = self.token_embedding(input_ids) + self.positional_embedding
-        for layer in self.layers:
-            hidden_states = layer(hidden_states)
-        hidden_states = self.final_layer_norm(hidden_states)
-        # The end-of-text token has the largest id, so argmax finds it (as in Apple's and open_clip's code).
-        pooled = hidden_states[torch.arange(hidden_states.shape[0], device=input_ids.device), input_ids.argmax(-1)]
-        return BaseModelOutputWithPooling(last_hidden_state=hidden_states, pooler_output=pooled)
+    def forward(self, hidden_states: torch.Tensor, **kwargs) -> tuple[torch.Tensor, torch.Tensor | None]:
+        attn_output, attn_weights = self.self_attn(self.layer_norm1(hidden_states), **kwargs)
+        hidden_states = hidden_states + attn_output
+        return hidden_states + self.mlp(self.layer_norm2(hidden_states)), attn_weights
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -327,6 +345,39 @@ def create_image_tower(config: MobileCLIPVisionConfig) -> nn.Module:
     return tower
 
 
+def _sync_timm_attention(tower: nn.Module, attn_implementation: str | None) -> None:
+    """Maps `attn_implementation` onto timm's per-module switch: `"eager"` is timm's written-out attention
+    (`fused_attn=False`), anything else its SDPA path. Read at every call, as transformers reads the config at every
+    call, so that `set_attn_implementation` takes effect."""
+    fused = attn_implementation != "eager"
+    for module in tower.modules():
+        if hasattr(module, "fused_attn"):
+            module.fused_attn = fused
+
+
+def _image_tower_forward(
+    tower: nn.Module, config: MobileCLIPVisionConfig, pixel_values: torch.Tensor, output_hidden_states: bool
+) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...] | None]:
+    """Runs a timm tower: (last features, pooled features, per-stage / per-block intermediates or None).
+
+    Intermediates come from timm's `forward_intermediates`, which runs the same modules as `forward_features`: MCi
+    gives each stage's (B, C, H, W) map, ViTs each block's tokens, prefix tokens first, as in `last_hidden_state`.
+    """
+    _sync_timm_attention(tower, config._attn_implementation)
+    if not output_hidden_states:
+        features = tower.forward_features(pixel_values)
+        return features, tower.forward_head(features), None
+    if getattr(tower, "num_prefix_tokens", None) is not None:  # ViT
+        features, intermediates = tower.forward_intermediates(
+            pixel_values, output_fmt="NLC", return_prefix_tokens=bool(tower.num_prefix_tokens)
+        )
+        if tower.num_prefix_tokens:
+            intermediates = [torch.cat([prefix, tokens], dim=1) for tokens, prefix in intermediates]
+    else:
+        features, intermediates = tower.forward_intermediates(pixel_values)
+    return features, tower.forward_head(features), tuple(intermediates)
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # Models
 
@@ -341,13 +392,26 @@ class MobileCLIPPreTrainedModel(PreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
+        # transformers.initialization skips tensors loaded from a checkpoint; every parameter and buffer of every
+        # tower, timm's included, is covered here or by the base class (Linear, Conv, Embedding, norms).
         super()._init_weights(module)
-        if isinstance(module, MobileCLIPTextTransformer):
-            nn.init.normal_(module.positional_embedding, std=0.01)
+        if isinstance(module, MobileCLIPTextModel):
+            init.normal_(module.positional_embedding, std=0.01)  # open_clip's init
         elif isinstance(module, (MobileCLIPRepMixer, MobileCLIPRepMixerBlock)) and hasattr(module, "layer_scale"):
-            module.layer_scale.fill_(1e-5)
+            init.constant_(module.layer_scale, 1e-5)
         elif isinstance(module, MobileCLIPModel):
-            module.logit_scale.fill_(self.config.logit_scale_init_value)
+            init.constant_(module.logit_scale, self.config.logit_scale_init_value)
+        elif isinstance(module, timm.models.vision_transformer.VisionTransformer):
+            # timm's VisionTransformer.init_weights
+            if module.pos_embed is not None:
+                init.trunc_normal_(module.pos_embed, std=0.02)
+            if module.cls_token is not None:
+                init.normal_(module.cls_token, std=1e-6)
+            if module.reg_token is not None:
+                init.normal_(module.reg_token, std=1e-6)
+        elif hasattr(module, "gamma") and isinstance(module.gamma, nn.Parameter):
+            # timm's LayerScale / LayerScale2d (FastViT blocks); FastViT's keeps no init value, its default is 1e-5.
+            init.constant_(module.gamma, getattr(module, "init_values", 1e-5))
 
     def _set_gradient_checkpointing(self, enable: bool = True, *args, **kwargs) -> None:
         super()._set_gradient_checkpointing(enable, *args, **kwargs)
@@ -387,6 +451,89 @@ def _config_of(config: MobileCLIPConfig | MobileCLIPTextConfig | MobileCLIPVisio
     return config
 
 
+class MobileCLIPTextModel(MobileCLIPPreTrainedModel):
+    """The text tower: token and position embeddings, the layers, a final LayerNorm, pooling at the end-of-text token.
+
+    The towers always run on `max_position_embeddings` (77) positions: inputs shorter than that are padded with
+    `pad_token_id` here, because the non-causal towers attend to padding (MobileCLIP has no padding mask), so the
+    reference embeddings are those of 77-token inputs padded with 0, whatever padding a caller used. The outputs
+    cover the input's own positions: `last_hidden_state` and each of `hidden_states` are (batch, input length,
+    hidden), `attentions` (batch, heads, input length, 77), the weights of those positions over every key they
+    attended to. `attention_mask` is accepted and ignored.
+    """
+
+    config_class = MobileCLIPTextConfig
+    input_modalities = ("text",)
+    _input_embed_layer = "token_embedding"
+
+    def __init__(self, config: MobileCLIPTextConfig):
+        super().__init__(config)
+        self.token_embedding = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.positional_embedding = nn.Parameter(torch.empty(config.max_position_embeddings, config.hidden_size))
+        layers = [MobileCLIPEncoderLayer(config) for _ in range(config.num_hidden_layers)]
+        if config.text_tower == "mct":
+            layers = [MobileCLIPRepMixerBlock(config), *layers, MobileCLIPRepMixerBlock(config)]
+        self.layers = nn.ModuleList(layers)
+        self.final_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.token_embedding
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.token_embedding = value
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPooling:
+        config = self.config
+        output_attentions = config.output_attentions if output_attentions is None else output_attentions
+        output_hidden_states = config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        context_length = config.max_position_embeddings
+        if input_ids.ndim != 2:
+            raise ValueError(f"input_ids must have shape (batch, length), got {tuple(input_ids.shape)}.")
+        length = input_ids.shape[1]
+        if length > context_length:
+            raise ValueError(
+                f"input_ids has {length} tokens but MobileCLIP's context length is {context_length}; "
+                "tokenize with truncation (MobileCLIPTokenizer does by default)."
+            )
+        input_ids = F.pad(input_ids, (0, context_length - length), value=config.pad_token_id)
+        hidden_states = self.token_embedding(input_ids) + self.positional_embedding
+        all_hidden_states = () if output_hidden_states else None
+        all_attentions = () if output_attentions else None
+        if output_attentions:
+            kwargs["output_length"] = length
+        for layer in self.layers:
+            if output_hidden_states:
+                visible, hidden_states = _visible(hidden_states, length, dim=1)
+                all_hidden_states += (visible,)
+            if isinstance(layer, MobileCLIPEncoderLayer):
+                hidden_states, attn_weights = layer(hidden_states, **kwargs)
+                if output_attentions:
+                    all_attentions += (attn_weights,)
+            else:
+                hidden_states = layer(hidden_states)
+        if output_hidden_states:
+            visible, hidden_states = _visible(hidden_states, length, dim=1)
+            all_hidden_states += (visible,)
+        hidden_states = self.final_layer_norm(hidden_states)
+        # The end-of-text token has the largest id, so argmax finds it (as in Apple's and open_clip's code).
+        pooled = hidden_states[torch.arange(hidden_states.shape[0], device=input_ids.device), input_ids.argmax(-1)]
+        return BaseModelOutputWithPooling(
+            last_hidden_state=hidden_states[:, :length],
+            pooler_output=pooled,
+            hidden_states=all_hidden_states,
+            attentions=all_attentions,
+        )
+
+
 class MobileCLIPTextModelWithProjection(MobileCLIPPreTrainedModel):
     """The text tower and its projection alone, for text-only use; loads from a full MobileCLIP checkpoint."""
 
@@ -397,27 +544,48 @@ class MobileCLIPTextModelWithProjection(MobileCLIPPreTrainedModel):
     def __init__(self, config: MobileCLIPTextConfig):
         super().__init__(config)
         text_config = _config_of(config, MobileCLIPTextConfig)
-        self.text_model = MobileCLIPTextTransformer(text_config)
+        self.text_model = MobileCLIPTextModel(text_config)
         self.text_projection = nn.Linear(text_config.hidden_size, text_config.projection_dim, bias=False)
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.text_model.token_embedding
 
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.text_model.token_embedding = value
+
+    @can_return_tuple
     def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        **kwargs,
     ) -> MobileCLIPTextModelOutput:
         """`attention_mask` is accepted and ignored: MobileCLIP text towers have no padding mask."""
-        out = self.text_model(input_ids)
+        out = self.text_model(
+            input_ids,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+            **kwargs,
+        )
         return MobileCLIPTextModelOutput(
             text_embeds=self.text_projection(out.pooler_output),
             last_hidden_state=out.last_hidden_state,
             pooler_output=out.pooler_output,
+            hidden_states=out.hidden_states,
+            attentions=out.attentions,
         )
 
 
 class MobileCLIPVisionModelWithProjection(MobileCLIPPreTrainedModel):
-    """The image tower and its projection alone; loads from a full MobileCLIP checkpoint."""
+    """The image tower and its projection alone; loads from a full MobileCLIP checkpoint.
+
+    The tower is timm's module itself (so that checkpoints keep timm's key layout); its attention kernel follows
+    `config._attn_implementation` through timm's `fused_attn` switch, and gradient checkpointing through timm's.
+    """
 
     config_class = MobileCLIPVisionConfig
     main_input_name = "pixel_values"
@@ -429,13 +597,26 @@ class MobileCLIPVisionModelWithProjection(MobileCLIPPreTrainedModel):
         vision_config = _config_of(config, MobileCLIPVisionConfig)
         self.vision_model = create_image_tower(vision_config)
         self.visual_projection = nn.Linear(self.vision_model.num_features, vision_config.projection_dim)
+        # The only flag transformers' gradient-checkpointing switch finds here (no transformers layers); the timm
+        # tower is switched alongside in _set_gradient_checkpointing.
+        self.gradient_checkpointing = False
         self.post_init()
 
-    def forward(self, pixel_values: torch.Tensor, **kwargs) -> MobileCLIPVisionModelOutput:
-        features = self.vision_model.forward_features(pixel_values)
-        pooled = self.vision_model.forward_head(features)
+    @can_return_tuple
+    def forward(
+        self, pixel_values: torch.Tensor, output_hidden_states: bool | None = None, **kwargs
+    ) -> MobileCLIPVisionModelOutput:
+        vision_config = _config_of(self.config, MobileCLIPVisionConfig)
+        if output_hidden_states is None:
+            output_hidden_states = vision_config.output_hidden_states
+        features, pooled, hidden_states = _image_tower_forward(
+            self.vision_model, vision_config, pixel_values, output_hidden_states
+        )
         return MobileCLIPVisionModelOutput(
-            image_embeds=self.visual_projection(pooled), last_hidden_state=features, pooler_output=pooled
+            image_embeds=self.visual_projection(pooled),
+            last_hidden_state=features,
+            pooler_output=pooled,
+            hidden_states=hidden_states,
         )
 
 
@@ -457,7 +638,7 @@ class MobileCLIPModel(MobileCLIPPreTrainedModel):
     def __init__(self, config: MobileCLIPConfig):
         super().__init__(config)
         text_config, vision_config = config.text_config, config.vision_config
-        self.text_model = MobileCLIPTextTransformer(text_config)
+        self.text_model = MobileCLIPTextModel(text_config)
         self.vision_model = create_image_tower(vision_config)
         self.text_projection = nn.Linear(text_config.hidden_size, config.projection_dim, bias=False)
         # open_clip and timm use the classifier head, which has a bias, as the image projection (zero in v1 weights).
@@ -468,6 +649,9 @@ class MobileCLIPModel(MobileCLIPPreTrainedModel):
     def get_input_embeddings(self) -> nn.Embedding:
         return self.text_model.token_embedding
 
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.text_model.token_embedding = value
+
     def save_pretrained(self, save_directory, *args, **kwargs):
         # A class registers for one auto class (`AutoModel`); the zero-shot pipeline's is added to `auto_map` here.
         module = type(self).__module__.rsplit(".", 1)[-1]
@@ -477,34 +661,57 @@ class MobileCLIPModel(MobileCLIPPreTrainedModel):
         }
         return super().save_pretrained(save_directory, *args, **kwargs)
 
+    @can_return_tuple
     def get_text_features(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        **kwargs,
     ) -> BaseModelOutputWithPooling:
-        """Projected, un-normalised text embeddings in `pooler_output` (transformers 5 convention).
+        """Projected, un-normalised text embeddings in `pooler_output` (transformers 5 convention), with the text
+        tower's `last_hidden_state`, `hidden_states` and `attentions`.
 
         `attention_mask` is accepted and ignored: MobileCLIP text towers have no padding mask.
         """
-        out = self.text_model(input_ids)
+        out = self.text_model(
+            input_ids,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+            **kwargs,
+        )
+        out.pooler_output = self.text_projection(out.pooler_output)
+        return out
+
+    @can_return_tuple
+    def get_image_features(
+        self, pixel_values: torch.Tensor, output_hidden_states: bool | None = None, **kwargs
+    ) -> BaseModelOutputWithPooling:
+        """Projected, un-normalised image embeddings in `pooler_output`; the tower's last features in
+        `last_hidden_state`, and on request its per-stage (MCi) or per-block (ViT) features in `hidden_states`."""
+        vision_config = self.config.vision_config
+        if output_hidden_states is None:
+            output_hidden_states = vision_config.output_hidden_states
+        features, pooled, hidden_states = _image_tower_forward(
+            self.vision_model, vision_config, pixel_values, output_hidden_states
+        )
         return BaseModelOutputWithPooling(
-            last_hidden_state=out.last_hidden_state, pooler_output=self.text_projection(out.pooler_output)
+            last_hidden_state=features, pooler_output=self.visual_projection(pooled), hidden_states=hidden_states
         )
 
-    def get_image_features(self, pixel_values: torch.Tensor, **kwargs) -> BaseModelOutputWithPooling:
-        """Projected, un-normalised image embeddings in `pooler_output`; the tower's last features in
-        `last_hidden_state`."""
-        features = self.vision_model.forward_features(pixel_values)
-        pooled = self.vision_model.forward_head(features)
-        return BaseModelOutputWithPooling(last_hidden_state=features, pooler_output=self.visual_projection(pooled))
-
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.Tensor | None = None,
         pixel_values: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         return_loss: bool | None = None,
-        return_dict: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
         **kwargs,
-    ) -> MobileCLIPOutput | tuple:
+    ) -> MobileCLIPOutput:
         """Embeds texts and/or images; with both, returns similarity logits (and the CLIP loss on request).
 
         Either modality alone is allowed (e.g. the image-feature-extraction pipeline passes only `pixel_values`).
@@ -513,10 +720,18 @@ class MobileCLIPModel(MobileCLIPPreTrainedModel):
             raise ValueError("MobileCLIPModel needs input_ids, pixel_values or both.")
         text_out = image_out = text_embeds = image_embeds = None
         if input_ids is not None:
-            text_out = self.get_text_features(input_ids)
+            text_out = self.get_text_features(
+                input_ids,
+                output_attentions=output_attentions,
+                output_hidden_states=output_hidden_states,
+                return_dict=True,
+                **kwargs,
+            )
             text_embeds = F.normalize(text_out.pooler_output, dim=-1)
         if pixel_values is not None:
-            image_out = self.get_image_features(pixel_values)
+            image_out = self.get_image_features(
+                pixel_values, output_hidden_states=output_hidden_states, return_dict=True
+            )
             image_embeds = F.normalize(image_out.pooler_output, dim=-1)
 
         logits_per_text = logits_per_image = loss = None
@@ -533,7 +748,7 @@ class MobileCLIPModel(MobileCLIPPreTrainedModel):
                 )
             loss = clip_loss(logits_per_text)
 
-        output = MobileCLIPOutput(
+        return MobileCLIPOutput(
             loss=loss,
             logits_per_image=logits_per_image,
             logits_per_text=logits_per_text,
@@ -542,7 +757,6 @@ class MobileCLIPModel(MobileCLIPPreTrainedModel):
             text_model_output=text_out,
             vision_model_output=image_out,
         )
-        return output if return_dict is not False else output.to_tuple()
 
 
 def clip_loss(logits_per_text: torch.Tensor) -> torch.Tensor:
@@ -555,6 +769,7 @@ __all__ = [
     "MobileCLIPModel",
     "MobileCLIPOutput",
     "MobileCLIPPreTrainedModel",
+    "MobileCLIPTextModel",
     "MobileCLIPTextModelOutput",
     "MobileCLIPTextModelWithProjection",
     "MobileCLIPVisionModelOutput",

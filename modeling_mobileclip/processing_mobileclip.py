@@ -1,15 +1,19 @@
 """MobileCLIP processor: `MobileCLIPImageProcessor` and `MobileCLIPTokenizer` behind one call."""
 
-from transformers import ProcessorMixin
+from transformers import BatchFeature, ProcessorMixin
+from transformers.image_utils import ImageInput
+from transformers.processing_utils import ProcessingKwargs, Unpack
+from transformers.tokenization_utils_base import PreTokenizedInput, TextInput
 
 from .image_processing_mobileclip import MobileCLIPImageProcessor, check_images
-from .tokenization_mobileclip import CONTEXT_LENGTH, MobileCLIPTokenizer, check_text
+from .tokenization_mobileclip import MobileCLIPTokenizer, check_text
 
 
 class MobileCLIPProcessor(ProcessorMixin):
     r"""Wraps a `MobileCLIPImageProcessor` and a `MobileCLIPTokenizer` into a single processor.
 
-    Text is padded to 77 tokens with id 0 and truncated (`text_kwargs`), as every MobileCLIP text tower expects.
+    By default text is padded to the tokenizer's `model_max_length` (77) with id 0 and truncated (`text_kwargs`):
+    open_clip's ids. Any other padding gives the same embeddings (the model pads to 77 itself).
 
     Args:
         image_processor: the image processor of the checkpoint (see `MobileCLIPImageProcessor.from_variant`).
@@ -25,7 +29,8 @@ class MobileCLIPProcessor(ProcessorMixin):
     ```
     """
 
-    text_kwargs = {"padding": "max_length", "max_length": CONTEXT_LENGTH, "truncation": True}
+    # open_clip's call; the length is the tokenizer's model_max_length (77).
+    text_kwargs = {"padding": "max_length", "truncation": True}
 
     def __init__(self, image_processor=None, tokenizer=None, **kwargs):
         super().__init__(image_processor, tokenizer)
@@ -40,8 +45,15 @@ class MobileCLIPProcessor(ProcessorMixin):
         """
         return cls(MobileCLIPImageProcessor.from_variant(name, **image_processor_kwargs), MobileCLIPTokenizer())
 
-    def __call__(self, images=None, text=None, *args, **kwargs):
-        """Preprocesses `images` into `pixel_values` and/or `text` into `input_ids` (77 wide) and `attention_mask`."""
+    def __call__(
+        self,
+        images: ImageInput | None = None,
+        text: TextInput | PreTokenizedInput | list[TextInput] | list[PreTokenizedInput] | None = None,
+        *args,
+        **kwargs: Unpack[ProcessingKwargs],
+    ) -> BatchFeature:
+        """Preprocesses `images` into `pixel_values` and/or `text` into `input_ids` (77 wide by default) and
+        `attention_mask`."""
         if images is None and text is None:
             raise ValueError("MobileCLIPProcessor needs `images`, `text` or both; got neither.")
         # Checked here because ProcessorMixin's own checks run first and do not name the offending type.

@@ -3,7 +3,8 @@
 Every MobileCLIP checkpoint was trained with `open_clip.get_tokenizer("ViT-B-16")` (apple/ml-mobileclip
 `mobileclip/modules/text/tokenizer.py`): ftfy + HTML-unescape + whitespace cleaning, lower-casing, SOT 49406,
 EOT 49407, truncation to 77 that keeps EOT last, and padding with id 0. Most text towers have no padding mask, so the
-pad id and the padded length change the embedding; this tokenizer therefore always pads to 77 with id 0.
+pad id and the padded length change the embedding; the model pads every input to 77 with id 0 itself, so this
+tokenizer pads and truncates as any transformers tokenizer does (the processor's defaults are open_clip's call).
 
 This module imports nothing from the `modeling_mobileclip` package, so it also works as Hub remote code.
 """
@@ -14,7 +15,7 @@ import os
 
 from tokenizers import Regex, normalizers
 from transformers import CLIPTokenizer
-from transformers.utils import PaddingStrategy, logging
+from transformers.utils import logging
 
 try:  # optional: ftfy repairs mojibake, ligatures and curly quotes exactly as open_clip does
     import ftfy
@@ -80,13 +81,6 @@ def _clean_all(text):
     return clean_text(text) if isinstance(text, str) else [_clean_all(t) for t in text]
 
 
-def _fixed_length(padding):
-    """Maps `True` / `"longest"` to `"max_length"`: MobileCLIP text towers need the full 77 tokens."""
-    if padding is True or padding in ("longest", PaddingStrategy.LONGEST):
-        return "max_length"
-    return padding
-
-
 class MobileCLIPTokenizer(CLIPTokenizer):
     r"""CLIP tokenizer that reproduces `open_clip.tokenize` id for id.
 
@@ -95,10 +89,13 @@ class MobileCLIPTokenizer(CLIPTokenizer):
     * text is cleaned and lower-cased in Python exactly as open_clip does (ftfy, HTML entities, whitespace,
       `str.lower`) before the Rust pipeline, whose normalizer has no NFC step;
     * `pad_token="!"` (id 0, open_clip's pad value) with `split_special_tokens=True`, so that a literal `"!"` or
-      `"<|endoftext|>"` in the text is tokenised as text, as in open_clip;
-    * `__call__` pads to `model_max_length` (77) and truncates by default. `padding=True` / `"longest"` is upgraded
-      to `"max_length"` too, because most MobileCLIP text towers attend to the padding: an embedding is only correct
-      at length 77. `padding=False` still returns unpadded ids. `pad()` upgrades `True` / `"longest"` the same way.
+      `"<|endoftext|>"` in the text is tokenised as text, as in open_clip (this also splits special tokens a user
+      adds; tokens added with `add_tokens` are matched);
+
+    Padding and truncation follow transformers (no padding, no truncation by default; `padding=True` pads to the
+    longest input). Call with `padding="max_length", truncation=True` (what `MobileCLIPProcessor` does by default)
+    for open_clip's 77-token ids; the model pads shorter inputs with id 0 itself, so any padding gives the reference
+    embeddings.
 
     With no `vocab`/`merges` the tokenizer is built from the BPE file shipped next to this module (no download).
 
@@ -116,7 +113,7 @@ class MobileCLIPTokenizer(CLIPTokenizer):
 
     ```python
     >>> tokenizer = MobileCLIPTokenizer()
-    >>> tokenizer(["a photo of a cat"], return_tensors="pt")["input_ids"].shape
+    >>> tokenizer(["a photo of a cat"], padding="max_length", truncation=True, return_tensors="pt")["input_ids"].shape
     torch.Size([1, 77])
     ```
     """
@@ -154,16 +151,6 @@ class MobileCLIPTokenizer(CLIPTokenizer):
         """Builds the tokenizer from an open_clip `bpe_simple_vocab_16e6.txt.gz` file (default: the shipped one)."""
         vocab, merges = load_bpe(path)
         return cls(vocab=vocab, merges=merges, **kwargs)
-
-    def __call__(self, text=None, *args, padding="max_length", truncation=True, **kwargs):
-        """Tokenises like `CLIPTokenizer.__call__`, padding to 77 and truncating by default (see the class doc)."""
-        return super().__call__(
-            text, *args, padding=_fixed_length(padding), truncation=True if truncation is None else truncation, **kwargs
-        )
-
-    def pad(self, encoded_inputs, padding=True, *args, **kwargs):
-        """Pads like `CLIPTokenizer.pad`, but `True` / `"longest"` pad to `model_max_length` (see the class doc)."""
-        return super().pad(encoded_inputs, _fixed_length(padding), *args, **kwargs)
 
     def _encode_plus(self, text, text_pair=None, **kwargs):
         # Every entry point (__call__, encode, tokenize) goes through here, so clean once at this level.

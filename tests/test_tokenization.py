@@ -1,4 +1,4 @@
-"""MobileCLIPTokenizer: ids identical to open_clip's tokenizer, fixed 77-token padding, save/load and input errors."""
+"""MobileCLIPTokenizer: ids identical to open_clip's tokenizer, transformers' padding conventions, save/load, errors."""
 
 import json
 import random
@@ -16,6 +16,7 @@ from modeling_mobileclip.tokenization_mobileclip import (  # noqa: E402
 )
 
 CONTEXT, SOT, EOT = 77, 49406, 49407
+OPEN_CLIP_CALL = {"padding": "max_length", "truncation": True}  # MobileCLIPProcessor's default text kwargs
 
 # Each line exercises one documented pitfall (HF_CONVENTIONS §3.3): cleaning (ftfy, HTML), "!" as the pad token,
 # literal special tokens, unicode normalisation, whitespace, and truncation at exactly / just over 77 tokens.
@@ -84,7 +85,7 @@ def reference():
 
 
 def _assert_same_ids(tokenizer, reference, texts):
-    ids = tokenizer(texts, return_tensors="pt")["input_ids"]
+    ids = tokenizer(texts, return_tensors="pt", **OPEN_CLIP_CALL)["input_ids"]
     expected = reference(texts)
     mismatches = [repr(t[:60]) for t, a, b in zip(texts, ids, expected, strict=True) if not torch.equal(a, b)]
     assert not mismatches, f"{len(mismatches)} strings differ from open_clip: {mismatches[:5]}"
@@ -100,7 +101,7 @@ def test_ids_match_open_clip_random(tokenizer, reference):
 
 def test_ids_match_open_clip_one_by_one(tokenizer, reference):
     for text in HAND_PICKED[:10]:
-        assert tokenizer(text)["input_ids"] == reference(text)[0].tolist()
+        assert tokenizer(text, **OPEN_CLIP_CALL)["input_ids"] == reference(text)[0].tolist()
 
 
 def test_vocab_and_specials(tokenizer):
@@ -111,22 +112,42 @@ def test_vocab_and_specials(tokenizer):
     assert tokenizer.get_vocab() == MobileCLIPTokenizer.from_bpe(BPE_FILE).get_vocab()
 
 
-def test_default_call_pads_to_77_with_mask(tokenizer):
-    out = tokenizer(["a cat", "a dog on a mat"])
+def test_max_length_call_pads_to_77_with_mask(tokenizer):
+    out = tokenizer(["a cat", "a dog on a mat"], **OPEN_CLIP_CALL)
     assert [len(ids) for ids in out["input_ids"]] == [CONTEXT, CONTEXT]
     assert out["input_ids"][0][:5] == [SOT, 320, 2368, EOT, 0]
     assert out["attention_mask"][0] == [1] * 4 + [0] * (CONTEXT - 4)
 
 
-@pytest.mark.parametrize("padding", [True, "longest", "max_length"])
-def test_padding_is_upgraded_to_77(tokenizer, padding):
-    out = tokenizer(["a cat", "a dog"], padding=padding, return_tensors="pt")
-    assert out["input_ids"].shape == (2, CONTEXT)
+def test_default_call_neither_pads_nor_truncates(tokenizer):
+    """transformers' defaults, as CLIPTokenizer's."""
+    out = tokenizer(["a cat", "a dog on a mat"])
+    assert out["input_ids"] == [[SOT, 320, 2368, EOT], [SOT, 320, 1929, 525, 320, 9063, EOT]]
+    assert len(tokenizer(" ".join(["cat"] * 100))["input_ids"]) == 102
 
 
-def test_pad_upgrades_longest(tokenizer):
-    features = [tokenizer("a cat", padding=False), tokenizer("a big dog", padding=False)]
-    assert tokenizer.pad(features, return_tensors="pt")["input_ids"].shape == (2, CONTEXT)
+@pytest.mark.parametrize("padding", [True, "longest"])
+def test_padding_longest_pads_to_the_longest_with_id_0(tokenizer, padding):
+    out = tokenizer(["a cat", "a dog on a mat"], padding=padding, return_tensors="pt")
+    assert out["input_ids"].tolist()[0] == [SOT, 320, 2368, EOT, 0, 0, 0]
+    assert out["attention_mask"].tolist()[0] == [1, 1, 1, 1, 0, 0, 0]
+
+
+def test_pad_pads_to_the_longest(tokenizer):
+    features = [tokenizer("a cat"), tokenizer("a big dog")]
+    assert tokenizer.pad(features, return_tensors="pt")["input_ids"].shape == (2, 5)
+    assert tokenizer.pad(features, padding="max_length", return_tensors="pt")["input_ids"].shape == (2, CONTEXT)
+
+
+def test_pad_to_multiple_of(tokenizer):
+    assert tokenizer(["a cat"], padding=True, pad_to_multiple_of=8)["input_ids"] == [[SOT, 320, 2368, EOT] + [0] * 4]
+
+
+def test_inputs_over_77_tokens_batch_with_padding_true(tokenizer):
+    out = tokenizer([" ".join(["cat"] * 100), "a cat"], padding=True, return_tensors="pt")
+    assert out["input_ids"].shape == (2, 102)
+    truncated = tokenizer([" ".join(["cat"] * 100), "a cat"], padding=True, truncation=True, return_tensors="pt")
+    assert truncated["input_ids"].shape == (2, CONTEXT) and truncated["input_ids"][0, -1] == EOT
 
 
 def test_padding_false_returns_unpadded_ids(tokenizer):
@@ -137,7 +158,7 @@ def test_padding_false_returns_unpadded_ids(tokenizer):
 def test_truncation_keeps_eot(tokenizer, reference):
     text = " ".join(["cat"] * 200)
     for padding in ("max_length", False):
-        ids = tokenizer(text, padding=padding)["input_ids"]
+        ids = tokenizer(text, padding=padding, truncation=True)["input_ids"]
         assert len(ids) == CONTEXT and ids[0] == SOT and ids[-1] == EOT
         assert ids == reference(text)[0].tolist()
 
@@ -145,7 +166,7 @@ def test_truncation_keeps_eot(tokenizer, reference):
 def test_cleaning_applies_to_encode_and_tokenize(tokenizer):
     assert tokenizer.encode("ﬁne &amp; CAT") == [SOT, 3797, 261, 2368, EOT]
     assert tokenizer.tokenize("ﬁne &amp; CAT") == ["fine</w>", "&</w>", "cat</w>"]
-    ids = tokenizer("A photo of a Cat!")["input_ids"]
+    ids = tokenizer("A photo of a Cat!", **OPEN_CLIP_CALL)["input_ids"]
     assert tokenizer.decode(ids, skip_special_tokens=True) == "a photo of a cat !"
 
 
@@ -157,7 +178,7 @@ def test_open_clip_internal_special_names_are_text(tokenizer):
 
 def test_save_load_round_trip(tokenizer, tmp_path):
     texts = HAND_PICKED + _random_texts(50, seed=1)
-    before = tokenizer(texts, return_tensors="pt")["input_ids"]  # leaves padding/truncation set on the backend
+    before = tokenizer(texts, return_tensors="pt", **OPEN_CLIP_CALL)["input_ids"]  # sets padding/truncation on the backend
     tokenizer.save_pretrained(tmp_path)
 
     saved = json.loads((tmp_path / "tokenizer.json").read_text())
@@ -168,7 +189,7 @@ def test_save_load_round_trip(tokenizer, tmp_path):
     assert not {"max_length", "stride", "truncation_strategy", "pad_to_multiple_of", "padding_side"} & config.keys()
 
     reloaded = MobileCLIPTokenizer.from_pretrained(tmp_path)
-    assert torch.equal(reloaded(texts, return_tensors="pt")["input_ids"], before)
+    assert torch.equal(reloaded(texts, return_tensors="pt", **OPEN_CLIP_CALL)["input_ids"], before)
     assert reloaded(["a cat"], padding=False)["input_ids"] == [[SOT, 320, 2368, EOT]]
 
     reloaded.save_pretrained(tmp_path / "again")  # a second generation must not accumulate state either
