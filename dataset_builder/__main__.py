@@ -116,6 +116,9 @@ def load_input(args: argparse.Namespace):
     """The input dataset (map-style for local paths unless --streaming, streamed for Hub ids)."""
     import datasets
 
+    from modeling_mobileclip.paths import check_local_path
+
+    check_local_path(args.input, "Input dataset")  # a mistyped local path fails here, not as a Hub error
     streaming = args.streaming if args.streaming is not None else not os.path.exists(args.input)
     if os.path.isfile(args.input):
         dataset = datasets.load_dataset("parquet", data_files=args.input, split=args.split, streaming=streaming)

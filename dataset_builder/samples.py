@@ -88,18 +88,23 @@ def image_bytes(value: Any) -> bytes | None:
 
 
 def decode_image(data: bytes) -> tuple[Image.Image, bytes]:
-    """Decode like ``datasets.Image`` (so EXIF orientation matches what readers see), convert to RGB.
+    """Decode like ``datasets.Image`` (so EXIF orientation matches what readers see), convert to RGB with ``to_rgb``,
+    the conversion training and the image processor use (16-bit images scaled to 8 bits, 32-bit and float refused).
 
     Returns:
-        The RGB image and the bytes to store: the source bytes for JPEG/PNG, else a lossless PNG of the RGB image.
+        The RGB image and the bytes to store: the source bytes for 8-bit JPEG/PNG, else a lossless PNG of the RGB
+        image (also for 16-bit PNGs, which any reader's ``convert("RGB")`` would clip).
 
     Raises:
-        Exception: Whatever PIL raises for undecodable or truncated data.
+        Exception: Whatever PIL raises for undecodable or truncated data; ``ValueError`` for 32-bit or float images.
     """
+    # The package's one conversion to 8-bit RGB; imported here, where it is used, as it loads the model package.
+    from modeling_mobileclip.image_processing_mobileclip import SIXTEEN_BIT_MODES, to_rgb
+
     image = _DECODER.decode_example({"bytes": data, "path": None})
     fmt = Image.open(io.BytesIO(data)).format
-    rgb = image.convert("RGB")
-    if fmt in KEPT_FORMATS:
+    rgb = to_rgb(image)
+    if fmt in KEPT_FORMATS and image.mode not in SIXTEEN_BIT_MODES:
         return rgb, data
     buf = io.BytesIO()
     rgb.save(buf, format="PNG")

@@ -10,13 +10,17 @@ Sources, detected from their keys:
 
 Conversion is strict (a missing or unexpected key is an error listing them). When the reference implementation of
 the source format is importable (Apple's `mobileclip` package, `open_clip`, `timm`), the converted model's
-embeddings are checked against it before anything is written. Model and processor are written together, atomically.
+embeddings are checked against it before anything is written. Model and processor are written together, atomically:
+an existing output folder (`--overwrite`) is moved aside, the new one moved in, and only then the old one deleted, so
+that a crash leaves one complete folder, which the next run puts back in place. The output folder is checked before
+the conversion starts, and a checkpoint inside it is refused (replacing the folder would delete the source).
 
     python -m modeling_mobileclip.convert --variant mobileclip-s2 --checkpoint mobileclip_s2.pt --output out/ \
         [--reparameterize] [--push-to-hub user/MobileCLIP-S2-hf]
 """
 
 import argparse
+import glob
 import logging
 import os
 import re
@@ -28,6 +32,7 @@ from torch import nn
 
 from .configuration_mobileclip import VARIANTS, MobileCLIPConfig
 from .modeling_mobileclip import MobileCLIPModel, MobileCLIPVisionModelWithProjection, create_image_tower
+from .paths import check_local_path
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +116,14 @@ def _rename(key: str, mapping: list[tuple[str, str]]) -> str:
 
 def unwrap_state_dict(checkpoint: dict) -> dict[str, torch.Tensor]:
     """Strips training wrappers: a `state_dict` entry and DataParallel's `module.` prefix."""
+    if not isinstance(checkpoint, dict):
+        raise ValueError(f"A checkpoint must hold a state dict (a dict of tensors), got a {type(checkpoint).__name__}.")
     state_dict = checkpoint.get("state_dict", checkpoint)
+    if not isinstance(state_dict, dict):
+        raise ValueError(f"The checkpoint's `state_dict` is a {type(state_dict).__name__}, not a dict of tensors.")
+    not_tensors = [k for k, v in state_dict.items() if not isinstance(v, torch.Tensor)]
+    if not_tensors:
+        raise ValueError(f"Not a state dict: the checkpoint has entries that are not tensors: {_head(not_tensors)}.")
     return {k.removeprefix("module."): v for k, v in state_dict.items()}
 
 
@@ -219,6 +231,7 @@ def resolve_checkpoint(checkpoint: str) -> str:
     if os.path.isdir(checkpoint):
         files, fetch = os.listdir(checkpoint), lambda name: os.path.join(checkpoint, name)
     else:
+        check_local_path(checkpoint, "Checkpoint")  # a mistyped path, not a Hub id
         import huggingface_hub
 
         files = huggingface_hub.list_repo_files(checkpoint)
@@ -231,12 +244,20 @@ def resolve_checkpoint(checkpoint: str) -> str:
 
 
 def load_checkpoint(path: str) -> dict[str, torch.Tensor]:
-    if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
+    """Reads a `.safetensors` file or a PyTorch checkpoint, with an error naming the file if it cannot be read."""
+    try:
+        if path.endswith(".safetensors"):
+            from safetensors.torch import load_file
 
-        return load_file(path)
-    # Released checkpoints are plain tensors; weights_only refuses anything that would run code.
-    return torch.load(path, map_location="cpu", weights_only=True)
+            return load_file(path)
+        # Released checkpoints are plain tensors; weights_only refuses anything that would run code.
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - truncated, empty or foreign files fail in many ways (zip, pickle, EOF)
+        first_line = (str(error).splitlines() or [""])[0]
+        raise ValueError(
+            f"Cannot read checkpoint {path!r}: {type(error).__name__}: {first_line} (truncated, or not a PyTorch or "
+            "safetensors checkpoint?)"
+        ) from error
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -332,21 +353,73 @@ def convert_checkpoint(
     return model.eval()
 
 
+def _sibling(output_dir: str, tag: str) -> str:
+    parent, name = os.path.split(os.path.abspath(output_dir))
+    return os.path.join(parent, f".{name}.{tag}")
+
+
+def recover_output(output_dir: str) -> None:
+    """Completes or undoes a replacement of `output_dir` that a crash interrupted, and removes its leftovers.
+
+    The old folder is moved aside before the new one is moved in: if the process died in between, the old one is put
+    back; if it died after, the old one is deleted. Half-written temporary folders of killed runs are deleted.
+    """
+    old = _sibling(output_dir, "convert-old")
+    if os.path.exists(old):
+        if os.path.exists(output_dir):
+            shutil.rmtree(old)
+        else:
+            os.replace(old, output_dir)
+            logger.warning("Restored %s, which an interrupted conversion had moved aside.", output_dir)
+    for staging in glob.glob(glob.escape(_sibling(output_dir, "convert-new-")) + "*"):
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def check_output(output_dir: str, overwrite: bool = False) -> None:
+    """Raises `FileExistsError` unless `output_dir` can be written: absent, an empty folder, or `overwrite`."""
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise FileExistsError(f"{output_dir} exists and is a file, not a folder.")
+    if os.path.isdir(output_dir) and os.listdir(output_dir) and not overwrite:
+        raise FileExistsError(f"{output_dir} exists and is not empty; pass overwrite=True (--overwrite) to replace it.")
+
+
+def check_source_outside_output(checkpoint: str, output_dir: str) -> None:
+    """Raises `ValueError` if the local file or folder `checkpoint` lies inside `output_dir`, which is replaced."""
+    if not os.path.exists(checkpoint):
+        return
+    source, output = os.path.realpath(checkpoint), os.path.realpath(output_dir)
+    if os.path.commonpath([source, output]) == output:
+        raise ValueError(
+            f"The checkpoint {checkpoint!r} lies inside the output folder {output_dir!r}, which the conversion "
+            "replaces: that would delete the checkpoint. Write the converted model to another folder."
+        )
+
+
 def save_converted(model, processor, output_dir: str, overwrite: bool = False) -> None:
     """Writes model and processor into a temporary folder beside `output_dir`, then moves it into place, so an
-    interrupted conversion never leaves a half-written folder."""
-    if os.path.exists(output_dir) and os.listdir(output_dir) and not overwrite:
-        raise FileExistsError(f"{output_dir} exists and is not empty; pass overwrite=True (--overwrite) to replace it.")
+    interrupted conversion never leaves a half-written folder, and a crash while replacing an existing folder leaves
+    one complete folder (see `recover_output`)."""
+    recover_output(output_dir)
+    check_output(output_dir, overwrite)
     parent = os.path.dirname(os.path.abspath(output_dir))
     os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".convert-", dir=parent)
+    staging = tempfile.mkdtemp(prefix=os.path.basename(_sibling(output_dir, "convert-new-")), dir=parent)
     try:
         model.save_pretrained(staging)
         if processor is not None:
             processor.save_pretrained(staging)
-        if os.path.exists(output_dir):
-            shutil.rmtree(output_dir)
-        os.replace(staging, output_dir)
+        if not os.path.exists(output_dir):
+            os.replace(staging, output_dir)
+            return
+        # Never a moment without a complete folder: old aside, new in, then old deleted.
+        old = _sibling(output_dir, "convert-old")
+        os.replace(output_dir, old)
+        try:
+            os.replace(staging, output_dir)
+        except BaseException:
+            os.replace(old, output_dir)
+            raise
+        shutil.rmtree(old)
     finally:
         if os.path.exists(staging):
             shutil.rmtree(staging)
@@ -366,11 +439,20 @@ def main(argv: list[str] | None = None) -> None:
 
     from .processing_mobileclip import MobileCLIPProcessor
 
-    model = convert_checkpoint(args.variant, args.checkpoint, args.reparameterize, not args.no_verify)
-    processor = MobileCLIPProcessor.from_variant(args.variant)
-    if isinstance(model, MobileCLIPVisionModelWithProjection):
-        processor = processor.image_processor  # an image tower needs no tokenizer
-    save_converted(model, processor, args.output, overwrite=args.overwrite)
+    try:
+        # Everything that can refuse the output is checked before the (slow) conversion.
+        check_source_outside_output(args.checkpoint, args.output)
+        recover_output(args.output)
+        check_output(args.output, args.overwrite)
+        checkpoint = resolve_checkpoint(args.checkpoint)
+        check_source_outside_output(checkpoint, args.output)
+        model = convert_checkpoint(args.variant, checkpoint, args.reparameterize, not args.no_verify)
+        processor = MobileCLIPProcessor.from_variant(args.variant)
+        if isinstance(model, MobileCLIPVisionModelWithProjection):
+            processor = processor.image_processor  # an image tower needs no tokenizer
+        save_converted(model, processor, args.output, overwrite=args.overwrite)
+    except (FileExistsError, FileNotFoundError, ValueError) as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
     logger.info("Wrote %s to %s", type(model).__name__, args.output)
     if args.push_to_hub:
         import huggingface_hub
@@ -385,11 +467,14 @@ if __name__ == "__main__":
 
 
 __all__ = [
+    "check_output",
+    "check_source_outside_output",
     "convert_checkpoint",
     "convert_state_dict",
     "detect_format",
     "load_checkpoint",
     "load_strict",
+    "recover_output",
     "resolve_checkpoint",
     "save_converted",
     "unwrap_state_dict",

@@ -8,8 +8,10 @@ built offline and text queries embedded on device):
 
 The batch axis is dynamic. Embeddings are projected but *not* L2-normalised, as `get_image_features(...).pooler_output`
 and `get_text_features(...).pooler_output`. Every graph is run with onnxruntime and compared with eager PyTorch at two
-batch sizes before it is kept, and written atomically (temporary file, then `os.replace`). `export_config.json`
-records what a runtime needs to feed the graphs: image size, mean/std, context length, token ids.
+batch sizes before it is kept, and written atomically (temporary file, then `os.replace`). The ONNX opset must be
+one torch's exporters support, and a graph is only kept if it was written in the opset asked for (the dynamo exporter
+silently keeps its own opset when it cannot convert). `export_config.json` records what a runtime needs to feed the
+graphs: image size, mean/std, context length, token ids.
 
     python -m modeling_mobileclip.export --model DIR --format onnx --output DIR
 """
@@ -19,6 +21,7 @@ import copy
 import importlib.util
 import json
 import logging
+import numbers
 import os
 import shutil
 import tempfile
@@ -139,6 +142,32 @@ def encoders(model: MobileCLIPPreTrainedModel) -> dict[str, dict]:
 # ONNX
 
 
+def supported_opsets() -> range:
+    """The ONNX opsets torch's exporters can write (TorchScript's symbolic functions; dynamo converts to them)."""
+    try:
+        from torch.onnx import _constants
+
+        return range(_constants.ONNX_MIN_OPSET, _constants.ONNX_MAX_OPSET + 1)
+    except (ImportError, AttributeError):  # private module: if it moves, allow what this module was tested with
+        return range(7, 24)
+
+
+def check_opset(opset) -> None:
+    """Raises `ValueError` unless `opset` is an opset the exporters support."""
+    opsets = supported_opsets()
+    if isinstance(opset, bool) or not isinstance(opset, numbers.Integral) or opset not in opsets:
+        raise ValueError(f"ONNX opset {opset!r} is not supported: torch {torch.__version__} exports opsets "
+                         f"{opsets.start} to {opsets.stop - 1} (default {DEFAULT_OPSET}).")
+
+
+def graph_opset(path: str) -> int:
+    """The default-domain ONNX opset a graph file was written in."""
+    import onnx
+
+    model = onnx.load(path, load_external_data=False)
+    return next(entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx"))
+
+
 def _torch_onnx_export(module: nn.Module, example: torch.Tensor, path: str, input_name: str, output_name: str,
                        exporter: str, opset: int) -> None:
     common = dict(input_names=[input_name], output_names=[output_name], opset_version=opset)
@@ -192,6 +221,9 @@ def _export_tower_onnx(tower: dict, path: str, exporter: str, opset: int, atol: 
         try:
             _torch_onnx_export(tower["module"], tower["make_input"](EXAMPLE_BATCH), tmp_path, tower["input_name"],
                                tower["output_name"], name, opset)
+            written = graph_opset(tmp_path)
+            if written != opset:  # dynamo keeps opset 18 when its version converter fails, and says so only in a log
+                raise ValueError(f"the graph was written in opset {written}, not the requested opset {opset}")
             diffs = verify_onnx(tmp_path, tower)
             if not max(diffs.values()) <= atol:
                 raise ValueError(f"onnxruntime differs from eager PyTorch: max abs diff per batch size {diffs} "
@@ -291,7 +323,7 @@ def export_onnx(model: MobileCLIPPreTrainedModel, output_dir: str, *, opset: int
         model: a `MobileCLIPModel` (both towers) or a single-tower model. A fused copy is exported if it is not
             re-parameterised yet; the model passed in is not modified.
         output_dir: folder to write `image_encoder.onnx`, `text_encoder.onnx` and `export_config.json` to (created).
-        opset: ONNX opset.
+        opset: ONNX opset, one of `supported_opsets()`; the written graphs are checked to have it.
         exporter: `"dynamo"` (`torch.onnx.export(..., dynamo=True)`), `"torchscript"` (the legacy exporter), or
             `"auto"`: dynamo, falling back to TorchScript if the export fails or does not verify.
         atol: largest max abs difference from eager PyTorch that onnxruntime may show at batch 1 and 3.
@@ -308,6 +340,7 @@ def export_onnx(model: MobileCLIPPreTrainedModel, output_dir: str, *, opset: int
     """
     if exporter not in EXPORTERS:
         raise ValueError(f"Unknown exporter {exporter!r}; supported: {', '.join(EXPORTERS)}.")
+    check_opset(opset)
     try:
         import onnxruntime  # noqa: F401 - checked first: a graph is never kept unverified
     except ImportError as error:
@@ -421,6 +454,8 @@ def export(model: MobileCLIPPreTrainedModel | str, output_dir: str, format: str 
         raise ValueError(f"Unsupported export format {format!r}; supported formats: {', '.join(SUPPORTED_FORMATS)}.")
     if format == "coreml" and importlib.util.find_spec("coremltools") is None:
         raise ImportError(COREML_INSTALL_HINT)
+    if format == "onnx" and "opset" in kwargs:
+        check_opset(kwargs["opset"])
     if isinstance(model, str):
         kwargs.setdefault("model_dir", model)
         model = load_model(model)
@@ -463,12 +498,15 @@ __all__ = [
     "ImageEncoder",
     "SUPPORTED_FORMATS",
     "TextEncoder",
+    "check_opset",
     "encoders",
     "export",
     "export_coreml",
     "export_onnx",
+    "graph_opset",
     "load_model",
     "ort_session",
     "preprocessing_info",
+    "supported_opsets",
     "verify_onnx",
 ]

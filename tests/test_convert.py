@@ -1,14 +1,20 @@
 """The converter as users run it: files, folders, the CLI, verification, strictness and atomic output."""
 
 import os
+import signal
+import subprocess
+import sys
+import textwrap
 
 import pytest
 import torch
-from conftest import image_inputs, randomize_, text_inputs
+from conftest import image_inputs, randomize_, text_inputs, tiny_config
 
 from modeling_mobileclip import MobileCLIPModel, MobileCLIPProcessor
 from modeling_mobileclip import convert as convert_module
 from modeling_mobileclip.convert import convert_checkpoint, main, save_converted, verify
+
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +52,7 @@ def test_cli_converts_verifies_and_writes_model_and_processor(open_clip_s0, tmp_
             model.get_image_features(pixel_values).pooler_output - reference.encode_image(pixel_values)
         ).abs().max() < 1e-5
         assert (model.get_text_features(input_ids).pooler_output - reference.encode_text(input_ids)).abs().max() < 1e-5
-    assert not [p for p in os.listdir(tmp_path) if p.startswith(".convert-")]
+    assert os.listdir(tmp_path) == ["out"], "temporary folders left behind"
 
 
 def test_checkpoint_folder_and_safetensors(open_clip_s0, tmp_path):
@@ -126,3 +132,106 @@ def test_missing_checkpoint_file_is_a_clear_error(tmp_path):
     (tmp_path / "notes.txt").write_text("no weights here")
     with pytest.raises(FileNotFoundError, match="No checkpoint file"):
         convert_module.resolve_checkpoint(str(tmp_path))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The output folder: checked first, never holding the source, replaced atomically
+
+
+@pytest.fixture
+def fake_conversion(monkeypatch):
+    """`convert_checkpoint` replaced by a tiny model, recording whether the conversion ran."""
+    calls = []
+
+    def convert(variant, checkpoint, *args, **kwargs):
+        calls.append(checkpoint)
+        return MobileCLIPModel(tiny_config())
+
+    monkeypatch.setattr(convert_module, "convert_checkpoint", convert)
+    return calls
+
+
+def test_checkpoint_inside_the_output_is_refused(tmp_path, fake_conversion, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    checkpoint = out / "mobileclip2_s0.pt"
+    checkpoint.write_bytes(b"the only copy")
+    for source in (checkpoint, out):
+        with pytest.raises(SystemExit) as exit_info:
+            convert_module.main(["--variant", "mobileclip2-s0", "--checkpoint", str(source), "--output", str(out),
+                                 "--overwrite"])
+        assert exit_info.value.code == 2 and "lies inside the output folder" in capsys.readouterr().err
+    assert checkpoint.read_bytes() == b"the only copy" and not fake_conversion
+
+
+def test_output_is_checked_before_converting(tmp_path, fake_conversion, capsys):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "config.json").write_text("{}")
+    (tmp_path / "ckpt.pt").write_bytes(b"")
+    with pytest.raises(SystemExit) as exit_info:
+        convert_module.main(["--variant", "mobileclip2-s0", "--checkpoint", str(tmp_path / "ckpt.pt"), "--output",
+                             str(tmp_path / "out")])
+    assert exit_info.value.code == 2 and "pass overwrite=True (--overwrite)" in capsys.readouterr().err
+    assert not fake_conversion
+
+
+DRIVER = textwrap.dedent(
+    """
+    import os, shutil, signal, sys
+    import torch
+    sys.path.insert(0, {tests_dir!r})
+    from conftest import tiny_config
+    from modeling_mobileclip import MobileCLIPModel
+    from modeling_mobileclip.convert import save_converted
+
+    output, kill_at = sys.argv[1], sys.argv[2]
+    model = MobileCLIPModel(tiny_config())
+    with torch.no_grad():
+        model.logit_scale.fill_(2.0)  # the new model
+    real_replace, real_rmtree, replaces = os.replace, shutil.rmtree, []
+
+    def die():
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    def beside_output(path):  # the output folder or a sibling, not a file written inside the temporary folder
+        return os.path.dirname(os.path.abspath(path)) == os.path.dirname(os.path.abspath(output))
+
+    def replace(src, dst, **kwargs):
+        if not beside_output(dst):
+            return real_replace(src, dst, **kwargs)
+        replaces.append(dst)
+        if kill_at == f"before-replace-{{len(replaces)}}":
+            die()
+        real_replace(src, dst, **kwargs)
+        if kill_at == f"after-replace-{{len(replaces)}}":
+            die()
+
+    def rmtree(path, *args, **kwargs):
+        if kill_at == "during-rmtree" and beside_output(path):  # half deleted: one file gone
+            os.remove(os.path.join(path, sorted(os.listdir(path))[0]))
+            die()
+        real_rmtree(path, *args, **kwargs)
+
+    os.replace, shutil.rmtree = replace, rmtree
+    save_converted(model, None, output, overwrite=True)
+    """
+)
+
+
+@pytest.mark.parametrize("kill_at", ["before-replace-1", "after-replace-1", "during-rmtree"])
+def test_kill_while_replacing_the_output_leaves_a_complete_model(tmp_path, kill_at):
+    out = tmp_path / "out"
+    old = MobileCLIPModel(tiny_config())
+    with torch.no_grad():
+        old.logit_scale.fill_(1.0)
+    old.save_pretrained(out)
+    driver = tmp_path / "driver.py"
+    driver.write_text(DRIVER.format(tests_dir=TESTS_DIR))
+    result = subprocess.run([sys.executable, str(driver), str(out), kill_at], capture_output=True, text=True,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
+
+    convert_module.recover_output(str(out))  # what the next run does first
+    model = MobileCLIPModel.from_pretrained(out)  # complete: loads, all weights present
+    assert float(model.logit_scale.detach()) in (1.0, 2.0)
+    assert sorted(os.listdir(tmp_path)) == ["driver.py", "out"], "leftovers of the killed run"

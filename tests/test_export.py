@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import image_inputs, randomize_, text_inputs, tiny_config
 
-from modeling_mobileclip.export import SUPPORTED_FORMATS, export, export_onnx, main
+from modeling_mobileclip.export import SUPPORTED_FORMATS, export, export_onnx, graph_opset, main, supported_opsets
 from modeling_mobileclip.modeling_mobileclip import MobileCLIPModel
 
 # The module itself (for monkeypatching), whatever the package's __init__ binds to the name `export`.
@@ -147,3 +147,25 @@ def test_coreml_conversion(tmp_path, text_tower, architecture):
     assert config["format"] == "coreml"
     for name in ("image_encoder", "text_encoder"):
         assert (tmp_path / f"{name}.mlpackage" / "Manifest.json").is_file()
+
+
+def test_unsupported_opset_is_refused_before_anything_is_written(tmp_path, capsys):
+    saved_model = tmp_path / "model"
+    MobileCLIPModel(tiny_config()).save_pretrained(saved_model)
+    for opset in (3, 99):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["--model", str(saved_model), "--output", str(tmp_path / "onnx"), "--opset", str(opset)])
+        assert exit_info.value.code == 2
+        assert f"ONNX opset {opset} is not supported" in capsys.readouterr().err
+    assert not (tmp_path / "onnx").exists()
+    with pytest.raises(ValueError, match=f"exports opsets {supported_opsets().start} to"):
+        export_onnx(MobileCLIPModel(tiny_config()), str(tmp_path / "onnx"), opset=2)
+
+
+def test_written_graph_has_the_requested_opset(tmp_path):
+    pytest.importorskip("onnxruntime")
+    model = randomize_(MobileCLIPModel(tiny_config()))
+    # The dynamo exporter cannot convert to 14 and would silently write 18; auto falls back to TorchScript.
+    config = export_onnx(model, str(tmp_path), opset=14, towers=("text_encoder",))
+    assert graph_opset(str(tmp_path / "text_encoder.onnx")) == 14 == config["files"]["text_encoder"]["opset"]
+    assert json.loads((tmp_path / "export_config.json").read_text())["files"]["text_encoder"]["opset"] == 14

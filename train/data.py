@@ -32,6 +32,8 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
 from dataset_builder.augment import apply_augmentation, sample_augmentations, sample_crop, seed_for_key
+from modeling_mobileclip.image_processing_mobileclip import to_rgb
+from modeling_mobileclip.paths import check_local_path
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +71,7 @@ class Reinforcement:
     @classmethod
     def load(cls, source: str) -> "Reinforcement":
         """Reads `reinforcement.json` from a local dataset folder or a Hub dataset repo."""
+        check_local_path(source, "Dataset")  # a mistyped folder, not a Hub id
         if os.path.isdir(source):
             path = os.path.join(source, "reinforcement.json")
             if not os.path.isfile(path):
@@ -142,11 +145,14 @@ def decode_image(image) -> Image.Image:
     """Decodes a datasets `Image(decode=False)` value (`{"bytes", "path"}`) or a PIL image to RGB.
 
     Decoded by `datasets.Image`, which applies the EXIF orientation, as dataset_builder does: the stored crop boxes
-    refer to that image. `convert` forces the full decode, so a truncated file fails here.
+    refer to that image. Converted by `to_rgb`, as the builder and the image processor do: 16-bit images are scaled
+    to 8 bits, 32-bit and float ones refused. The conversion forces the full decode, so a truncated file fails here.
     """
     if not isinstance(image, Image.Image):
         image = _IMAGE_DECODER.decode_example(image)
-    return image.convert("RGB")
+    image = to_rgb(image)
+    image.load()  # an RGB image is returned as is, possibly not decoded yet
+    return image
 
 
 class SampleTransform:
@@ -328,8 +334,10 @@ def load_rows(source: str, split: str, streaming: bool = False, **kwargs):
 
     datasets 5 keys its Arrow cache of a folder whose README declares the data files on the folder alone, not on the
     files' modification times, and would serve the old rows of a rebuilt dataset. Data files passed explicitly are
-    keyed with their modification times, so resolve the card's files and pass them.
+    keyed with their modification times, so resolve the card's files and pass them. A missing local path is a
+    `FileNotFoundError` naming it, not a Hub error.
     """
+    check_local_path(source, "Dataset")
     if os.path.isdir(source) and not streaming and "data_files" not in kwargs:
         kwargs["data_files"] = load_dataset_builder(source).config.data_files
     return load_dataset(source, split=split, streaming=streaming, **kwargs)
