@@ -142,7 +142,7 @@ def test_crop_region_resize_agrees_with_the_full_resize(variant, monkeypatch):
     monkeypatch.setattr(image_processing, "MAX_RESIZED_PIXELS", 0)
     for image, reference in zip(images, expected, strict=True):
         diff = np.abs(pixels(processor, image) - reference) * 255
-        assert diff.max() <= 6.5 and diff.mean() < 0.5, (image.size, diff.max(), diff.mean())
+        assert diff.max() <= 8 and diff.mean() < 0.5, (image.size, diff.max(), diff.mean())
 
 
 @pytest.fixture(scope="module")
