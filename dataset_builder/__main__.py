@@ -82,6 +82,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="resolution the augmentations are sampled at")
     g.add_argument("--crop-scale", type=float, nargs=2, default=[0.08, 1.0], metavar=("MIN", "MAX"),
                    help="RandomResizedCrop area range of the stored augmentations")
+    g.add_argument("--rand-augment-magnitude", type=int, choices=range(31), default=9, metavar="0-30",
+                   help="RandAugment magnitude bin of the stored augmentations (DataCompDR: 9; less for small images)")
     g.add_argument("--max-skipped-fraction", type=_fraction, default=DEFAULT_MAX_SKIPPED_FRACTION,
                    help="fail when a shard skips more than this fraction of its rows (bad images or captions, see "
                         "report.json); a wrong column or format skips nearly all. 1 accepts any; an empty build "
@@ -161,7 +163,8 @@ def build(args: argparse.Namespace) -> dict | None:
         num_synthetic_captions=args.num_synthetic_captions, seed=args.seed, num_shards=args.num_shards,
         samples_per_shard=args.samples_per_shard, batch_size=args.batch_size, num_workers=args.num_workers,
         dtype=args.dtype, store_images=not args.no_images, aug_resolution=args.teacher_resolution,
-        crop_scale=args.crop_scale, source=args.input, input_options=input_options,
+        crop_scale=args.crop_scale, rand_augment_magnitude=args.rand_augment_magnitude, source=args.input,
+        input_options=input_options,
         max_skipped_fraction=args.max_skipped_fraction, rank=state.process_index, world_size=state.num_processes,
         progress=not args.no_progress)
     if not state.is_main_process:

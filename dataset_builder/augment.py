@@ -230,6 +230,7 @@ def sample_augmentations(
     output_size: int | Sequence[int] = DEFAULT_OUTPUT_SIZE,
     p: float = 1.0,
     scale: Sequence[float] = RRC_SCALE,
+    magnitude: int = MAGNITUDE,
 ) -> list[AugmentationParams]:
     """Sample K augmentations for one image without touching pixels or the global RNG.
 
@@ -240,16 +241,23 @@ def sample_augmentations(
         output_size: Crop output size at sampling time (the teacher resolution); fixes the translate magnitudes.
         p: RandAugment probability.
         scale: RandomResizedCrop area range (DataCompDR's (0.08, 1) by default).
+        magnitude: RandAugment magnitude bin, 0 to 30 (DataCompDR's 9 by default); small images may want less.
+            Only the stored values change: the random draws, hence the ops chosen, are the same at any magnitude.
 
     Returns:
         K ``AugmentationParams``; ``compress`` each one for storage.
+
+    Raises:
+        ValueError: If ``magnitude`` is not a bin of the 31.
     """
+    if not 0 <= magnitude < NUM_MAGNITUDE_BINS:
+        raise ValueError(f"magnitude must be a bin in [0, {NUM_MAGNITUDE_BINS}), got {magnitude}")
     generator = torch.Generator().manual_seed(seed)
     out_hw = _size_hw(output_size)
     params = []
     for _ in range(k):
         crop = sample_crop(image_size_hw, generator, scale)
-        params.append(AugmentationParams(crop, sample_rand_augment(out_hw, generator, p=p)))
+        params.append(AugmentationParams(crop, sample_rand_augment(out_hw, generator, magnitude=magnitude, p=p)))
     return params
 
 
@@ -339,6 +347,7 @@ def augment_image(
     output_size: int | Sequence[int] = DEFAULT_OUTPUT_SIZE,
     interpolation: InterpolationMode | str = DEFAULT_INTERPOLATION,
     p: float = 1.0,
+    magnitude: int = MAGNITUDE,
 ) -> tuple[list[Image.Image | torch.Tensor], list[AugmentationParams]]:
     """Sample K augmentations for ``image`` and return the augmented images together with their parameters.
 
@@ -346,7 +355,7 @@ def augment_image(
     reproduces ``images[k]`` exactly.
     """
     _, height, width = F.get_dimensions(image)
-    params = sample_augmentations((height, width), k, seed, output_size=output_size, p=p)
+    params = sample_augmentations((height, width), k, seed, output_size=output_size, p=p, magnitude=magnitude)
     images = [apply_augmentation(image, prm, output_size, interpolation) for prm in params]
     return images, params
 

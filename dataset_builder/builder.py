@@ -406,6 +406,7 @@ def build_reinforced_dataset(
     store_images: bool = True,
     aug_resolution: int = 224,
     crop_scale: Sequence[float] = RRC_SCALE,
+    rand_augment_magnitude: int = MAGNITUDE,
     min_image_size: int = 2,
     source: str = "",
     input_options: dict | None = None,
@@ -439,6 +440,7 @@ def build_reinforced_dataset(
         store_images: Store image bytes; False stores null and an ``image_ref`` column.
         aug_resolution: Resolution the augmentations are sampled at (DataCompDR: 224).
         crop_scale: RandomResizedCrop area range (DataCompDR: (0.08, 1)); small images may want a narrower one.
+        rand_augment_magnitude: RandAugment magnitude bin, 0-30 (DataCompDR: 9); small images may want less.
         min_image_size: Images with a side shorter than this are skipped.
         source: Name of the input, stored in the metadata.
         input_options: How ``dataset`` was read from ``source`` (split, config, data files, row limit...), JSON
@@ -468,6 +470,9 @@ def build_reinforced_dataset(
         raise BuildError(f"dtype must be one of {list(STORAGE_DTYPES)}")
     if len(crop_scale) != 2 or not 0 < crop_scale[0] <= crop_scale[1] <= 1:
         raise BuildError(f"crop_scale must be (min, max) with 0 < min <= max <= 1, got {crop_scale}")
+    if not (isinstance(rand_augment_magnitude, int) and 0 <= rand_augment_magnitude < NUM_MAGNITUDE_BINS):
+        raise BuildError(f"rand_augment_magnitude must be an integer bin in [0, {NUM_MAGNITUDE_BINS - 1}], "
+                         f"got {rand_augment_magnitude}")
     check_input(dataset, image_column, caption_column, key_column, url_column, syn_captions_column)
     if isinstance(dataset.features, datasets.Features) and isinstance(dataset.features.get(image_column),
                                                                       datasets.Image):
@@ -488,7 +493,7 @@ def build_reinforced_dataset(
         "num_augmentations": num_augmentations, "num_synthetic_captions": num_synthetic_captions,
         "teachers": ensemble.metadata(), "embedding_dim": ensemble.dim, "dtype": dtype,
         "augmentation": {"scale": list(crop_scale), "ratio": list(RRC_RATIO), "num_ops": NUM_OPS,
-                         "magnitude": MAGNITUDE, "num_magnitude_bins": NUM_MAGNITUDE_BINS,
+                         "magnitude": rand_augment_magnitude, "num_magnitude_bins": NUM_MAGNITUDE_BINS,
                          "teacher_resolution": aug_resolution},
         "seed": seed, "source": source,
     }
@@ -504,7 +509,8 @@ def build_reinforced_dataset(
     features = reinforced_features(num_augmentations, num_synthetic_captions, ensemble.dim, dtype, store_images)
     cfg = PrepConfig(image_column, caption_column, ensemble.views, num_augmentations, seed, aug_resolution,
                      tuple(crop_scale), key_column, url_column, syn_captions_column, num_synthetic_captions,
-                     min_image_size, keep_pil=captioner is not None, source=source)
+                     min_image_size, keep_pil=captioner is not None, source=source,
+                     rand_augment_magnitude=rand_augment_magnitude)
     todo = [s for s in range(rank, num_shards, world_size) if not os.path.exists(shard_path(output_dir, s, num_shards))]
     with tqdm(desc=f"rank {rank}: {len(todo)} shards", unit="img", disable=not progress) as bar:
         for shard in todo:

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import datasets
 from PIL import Image
 
-from .augment import RRC_SCALE, compress, sample_augmentations, seed_for_key
+from .augment import MAGNITUDE, RRC_SCALE, compress, sample_augmentations, seed_for_key
 from .teachers import replay_views
 
 SKIP_REASONS = (
@@ -50,6 +50,7 @@ class PrepConfig:
     min_image_size: int = 2
     keep_pil: bool = False  # the captioner needs the decoded image in the main process
     source: str = ""
+    rand_augment_magnitude: int = MAGNITUDE
     extra: dict = field(default_factory=dict)
 
 
@@ -152,7 +153,7 @@ def prepare_sample(row: dict, index: int, cfg: PrepConfig) -> dict:
             return {"key": key, "skip": "too_small", "detail": f"{image.size[0]}x{image.size[1]}"}
         params = sample_augmentations((image.height, image.width), cfg.num_augmentations,
                                       seed_for_key(key, cfg.seed), output_size=cfg.aug_resolution,
-                                      scale=cfg.crop_scale)
+                                      scale=cfg.crop_scale, magnitude=cfg.rand_augment_magnitude)
         views = replay_views(image, params, cfg.views, cfg.aug_resolution)
     except Exception as err:  # never crash a long run on one row
         return {"key": key, "skip": "preprocess_error", "detail": f"{type(err).__name__}: {err}"}

@@ -215,3 +215,20 @@ def test_no_synthetic_captions(models, tmp_path):
     build(models, tmp_path, captioner=None, num_synthetic_captions=0, num_shards=1, batch_size=32)
     row = load_local(tmp_path)[0]
     assert row["syn_captions"] == [] and len(row["text_emb"]) == 1
+
+
+def test_rand_augment_magnitude_is_stored_replayed_and_fingerprinted(models, tmp_path):
+    from dataset_builder.augment import decompress, magnitude_table
+    from dataset_builder.builder import BuildError
+
+    build(models, tmp_path, captioner=None, num_synthetic_captions=0, num_shards=1, rand_augment_magnitude=3)
+    meta = json.loads((tmp_path / "reinforcement.json").read_text())
+    assert meta["augmentation"]["magnitude"] == 3
+    table = magnitude_table((224, 224), 3)
+    ops = [op for row in load_local(tmp_path) for p in json.loads(row["aug_params"]) for op in decompress(p).ops or ()]
+    signed = [(name, value) for name, value in ops if table[name][1]]  # stored as the signed magnitude itself
+    assert signed and all(abs(value) == pytest.approx(table[name][0]) for name, value in signed)
+    with pytest.raises(BuildError, match="other settings"):
+        build(models, tmp_path, captioner=None, num_synthetic_captions=0, num_shards=1)  # magnitude 9
+    with pytest.raises(BuildError, match="rand_augment_magnitude must be an integer bin in \\[0, 30\\], got 31"):
+        build(models, tmp_path / "other", rand_augment_magnitude=31)
