@@ -13,6 +13,7 @@ import datasets
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from huggingface_hub import ModelCard
 import torch
 from datasets import ClassLabel, Dataset, Features, Image, List, Value
 from PIL import Image as PILImage
@@ -260,6 +261,12 @@ def test_clip_recipe_with_periodic_evaluation_and_cli(assets, tmp_path, reset_ac
         assert 0 <= steps[step]["eval/zeroshot/top1"] <= 1
         assert 0 <= steps[step]["eval/retrieval/text_to_image_R@1"] <= steps[step]["eval/retrieval/text_to_image_R@5"]
     assert "eval/zeroshot/top5" not in steps[2]  # only 3 classes
+    # The model card records the recipe and the final evaluation as model-index entries.
+    card = ModelCard.load(output / "README.md")
+    results = {(r.task_type, r.metric_name): r.metric_value for r in card.data.eval_results}
+    assert results[("zero-shot-image-classification", "top1")] == steps[2]["eval/zeroshot/top1"]
+    assert results[("image-text-retrieval", "mean_recall")] == steps[2]["eval/retrieval/mean_recall"]
+    assert "recipe `clip`" in card.text and "2 steps x" in card.text
     # The CLI on the saved model gives the end-of-training numbers (same model, same data, same prompts).
     templates = tmp_path / "templates.json"
     templates.write_text(json.dumps(["a {}.", "the {}."]))

@@ -48,6 +48,8 @@ from accelerate.utils import RNG_STATE_NAME, ProjectConfiguration, set_seed
 from accelerate.utils import load as accelerate_load
 from tqdm.auto import tqdm
 
+from modeling_mobileclip.modelcard import eval_entries, model_card
+from modeling_mobileclip.paths import looks_like_local_path
 from train.data import (
     CLIP_CROP_SCALE,
     RECIPES,
@@ -116,6 +118,7 @@ class TrainConfig:
     log_every: int = 10
     push_to_hub: bool = False
     hub_model_id: str | None = None
+    license: str | None = None  # Hub licence id for the model card (e.g. apache-2.0, apple-amlr); none: omitted
     # Evaluation (eval_every steps and at the end)
     eval_every: int = 0  # 0: only at the end, if an eval dataset is given
     eval_zeroshot_dataset: str | None = None  # labelled images: `image`, ClassLabel `label`
@@ -615,7 +618,7 @@ def training_function(cfg: TrainConfig) -> None:
     step_loss = functools.partial(compute_loss, loss_fn=loss_fn, teachers=teachers, accelerator=accelerator)
     evaluate = functools.partial(run_eval_tasks, tokenizer=processor.tokenizer, tasks=evals,
                                  templates=cfg.eval_templates, accelerator=accelerator) if evals else None
-    train_loop(cfg, accelerator, model, optimizer, scheduler, train_dl, step_loss, evaluate, progress, save)
+    metrics = train_loop(cfg, accelerator, model, optimizer, scheduler, train_dl, step_loss, evaluate, progress, save)
     if progress.step < cfg.train_steps:  # stop_after_steps: like a crash, no final checkpoint and no saved model
         accelerator.end_training()
         return
@@ -625,11 +628,45 @@ def training_function(cfg: TrainConfig) -> None:
                               save_function=accelerator.save)
     if accelerator.is_main_process:
         processor.save_pretrained(cfg.output_dir)
+        repo = cfg.hub_model_id or os.path.basename(os.path.abspath(cfg.output_dir))
+        card = training_model_card(cfg, metrics, repo if cfg.push_to_hub else cfg.output_dir)
+        card.save(os.path.join(cfg.output_dir, "README.md"))
         if cfg.push_to_hub:
-            repo = cfg.hub_model_id or os.path.basename(os.path.abspath(cfg.output_dir))
             unwrapped.push_to_hub(repo)
             processor.push_to_hub(repo)
+            card.push_to_hub(repo)
     accelerator.end_training()
+
+
+RECIPES = {
+    "reinforced": "multi-modal reinforced training: contrastive loss plus distillation from the teacher embeddings "
+                  "stored in the dataset",
+    "clip": "plain CLIP contrastive training",
+    "online_distill": "distillation from teachers run during training",
+}
+
+
+def training_model_card(cfg: TrainConfig, metrics: dict, repo_or_path: str):
+    """The saved model's card: the recipe, data, schedule and teachers, and the final evaluation as model-index."""
+    samples = cfg.train_steps * cfg.global_batch_size
+    teachers = {"reinforced": f"the embeddings stored in `{cfg.train_dataset}` (its `reinforcement.json`)",
+                "online_distill": ", ".join(f"`{t}`" for t in cfg.teacher_models), "clip": "none"}[cfg.recipe]
+    how_made = (
+        f"Trained with `train/train.py`, recipe `{cfg.recipe}` ({RECIPES[cfg.recipe]}), from `{cfg.model}`.\n\n"
+        f"- data: `{cfg.train_dataset}` (split `{cfg.train_split}`)\n"
+        f"- {cfg.train_steps} steps x {cfg.global_batch_size} samples = {samples:,} samples seen\n"
+        f"- AdamW lr {cfg.lr:g}, weight decay {cfg.weight_decay:g}, {cfg.lr_scheduler} schedule after "
+        f"{cfg.warmup_steps} warm-up steps; mixed precision {cfg.mixed_precision}; seed {cfg.seed}\n"
+        f"- loss weights (contrastive, distillation): {cfg.loss_weights}; teachers: {teachers}"
+    )
+    datasets_used = [d for d in (cfg.train_dataset,) if not looks_like_local_path(d) and not os.path.isdir(d)]
+    evaluations = [entry for task, source, split in (("zeroshot", cfg.eval_zeroshot_dataset, cfg.eval_zeroshot_split),
+                                                     ("retrieval", cfg.eval_retrieval_dataset, cfg.eval_retrieval_split))
+                   if source
+                   for entry in eval_entries({k: v for k, v in metrics.items() if k.startswith(f"eval/{task}/")},
+                                             source, split)]
+    return model_card(cfg.run_name, how_made, repo_or_path, cfg.license, datasets=datasets_used,
+                      tags=[f"recipe-{cfg.recipe}"], evaluations=evaluations)
 
 
 def non_finite_tensors(model) -> list[str]:
@@ -638,9 +675,14 @@ def non_finite_tensors(model) -> list[str]:
     return [name for name, t in tensors if t.is_floating_point() and not torch.isfinite(t).all()]
 
 
-def train_loop(cfg, accelerator, model, optimizer, scheduler, train_dl, step_loss, evaluate, progress, save) -> None:
+def train_loop(cfg, accelerator, model, optimizer, scheduler, train_dl, step_loss, evaluate, progress, save) -> dict:
     """Optimizer steps until `train_steps` (or `stop_after_steps`), with logging, evaluation and checkpoints (`save`).
-    Raises FloatingPointError, before saving anything more, once the loss or the weights are no longer finite."""
+    Raises FloatingPointError, before saving anything more, once the loss or the weights are no longer finite.
+
+    Returns:
+        The last evaluation's metrics (`eval/<task>/<metric>`), empty without evaluation.
+    """
+    last_eval = {}
     unwrapped, streaming = accelerator.unwrap_model(model), isinstance(train_dl.dataset, StreamingDataset)
     model.train()
     bar = tqdm(total=cfg.train_steps, initial=progress.step, disable=not accelerator.is_local_main_process)
@@ -699,7 +741,8 @@ def train_loop(cfg, accelerator, model, optimizer, scheduler, train_dl, step_los
                 start, window_steps = time.perf_counter(), 0
             last = progress.step == cfg.train_steps
             if evaluate and (last or (cfg.eval_every and progress.step % cfg.eval_every == 0)):
-                accelerator.log({f"eval/{k}": v for k, v in evaluate(unwrapped).items()}, step=progress.step)
+                last_eval = {f"eval/{k}": v for k, v in evaluate(unwrapped).items()}
+                accelerator.log(last_eval, step=progress.step)
             if last or (cfg.save_every and progress.step % cfg.save_every == 0):
                 # A finite loss does not rule out an update that overflowed (it is computed before the step).
                 if bad := non_finite_tensors(unwrapped):
@@ -713,6 +756,7 @@ def train_loop(cfg, accelerator, model, optimizer, scheduler, train_dl, step_los
         else:  # the epoch ended (map-style only: a streamed dataset never ends)
             progress.epoch, progress.batch_in_epoch = progress.epoch + 1, 0
     bar.close()
+    return last_eval
 
 
 def parse_args(argv=None) -> tuple[argparse.Namespace, list[str]]:
