@@ -26,13 +26,15 @@ import os
 import re
 import shutil
 import tempfile
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from .configuration_mobileclip import VARIANTS, MobileCLIPConfig
 from .modeling_mobileclip import MobileCLIPModel, MobileCLIPVisionModelWithProjection, create_image_tower
-from .paths import check_local_path
+from .modelcard import APPLE_MODEL_LICENSE, model_card
+from .paths import check_local_path, looks_like_local_path
 
 logger = logging.getLogger(__name__)
 
@@ -319,6 +321,41 @@ def verify(model: MobileCLIPModel, reference: nn.Module, name: str, compare_imag
     return diffs
 
 
+@dataclass
+class Conversion:
+    """A converted model and how it was obtained (for its model card)."""
+
+    model: nn.Module
+    source_format: str  # "apple", "open_clip" or "timm"
+    reference: str | None = None  # the implementation it was verified against, if any
+    max_abs_diff: dict[str, float] | None = None  # per tower, against `reference`
+
+
+def convert(variant: str, checkpoint: str | dict, reparameterize: bool = False, verify_reference: bool = True):
+    """`convert_checkpoint`, also returning the source format and the verification (`Conversion`)."""
+    config = MobileCLIPConfig.from_variant(variant)
+    state_dict = load_checkpoint(resolve_checkpoint(checkpoint)) if isinstance(checkpoint, str) else checkpoint
+    state_dict = unwrap_state_dict(state_dict)
+    source = detect_format(state_dict)
+    model = MobileCLIPVisionModelWithProjection(config.vision_config) if source == "timm" else MobileCLIPModel(config)
+    load_strict(model, convert_state_dict(state_dict, config))
+    result = Conversion(model, source)
+    if verify_reference and source != "timm":
+        reference = reference_model(source, config.variant, state_dict)
+        if reference is None:
+            logger.warning("No reference implementation importable for %s (%s format): not verified.", variant, source)
+        else:
+            # open_clip builds v1 MobileCLIP-B with timm's stem padding and LayerNorm eps (see configuration), so
+            # only its text tower is the same function.
+            same_image_tower = source == "apple" or config.vision_config.stem_padding is None
+            result.reference = reference[1]
+            result.max_abs_diff = verify(model, *reference, compare_image=same_image_tower)
+    if reparameterize:
+        model.reparameterize()
+    model.eval()
+    return result
+
+
 def convert_checkpoint(
     variant: str, checkpoint: str | dict, reparameterize: bool = False, verify_reference: bool = True
 ):
@@ -333,24 +370,24 @@ def convert_checkpoint(
     Returns:
         `MobileCLIPModel`, or `MobileCLIPVisionModelWithProjection` for image-tower-only (timm) checkpoints.
     """
-    config = MobileCLIPConfig.from_variant(variant)
-    state_dict = load_checkpoint(resolve_checkpoint(checkpoint)) if isinstance(checkpoint, str) else checkpoint
-    state_dict = unwrap_state_dict(state_dict)
-    source = detect_format(state_dict)
-    model = MobileCLIPVisionModelWithProjection(config.vision_config) if source == "timm" else MobileCLIPModel(config)
-    load_strict(model, convert_state_dict(state_dict, config))
-    if verify_reference and source != "timm":
-        reference = reference_model(source, config.variant, state_dict)
-        if reference is None:
-            logger.warning("No reference implementation importable for %s (%s format): not verified.", variant, source)
-        else:
-            # open_clip builds v1 MobileCLIP-B with timm's stem padding and LayerNorm eps (see configuration), so
-            # only its text tower is the same function.
-            same_image_tower = source == "apple" or config.vision_config.stem_padding is None
-            verify(model, *reference, compare_image=same_image_tower)
-    if reparameterize:
-        model.reparameterize()
-    return model.eval()
+    return convert(variant, checkpoint, reparameterize, verify_reference).model
+
+
+def conversion_card(variant: str, checkpoint: str, conversion: Conversion, repo_or_path: str):
+    """The model card of a converted release: Apple's licence, the source checkpoint and the parity checked."""
+    model = conversion.model
+    if conversion.reference:
+        diffs = ", ".join(f"{tower} {diff:.1e}" for tower, diff in conversion.max_abs_diff.items())
+        checked = f"Checked before writing against {conversion.reference} on the same weights: max abs diff {diffs}."
+    else:
+        checked = "Not checked against a reference implementation (none importable for this format)."
+    vision_config = getattr(model.config, "vision_config", model.config)  # an image tower alone has its own config
+    form = "fused (re-parameterised)" if vision_config.reparameterized else "train-time (un-fused)"
+    how_made = (f"`{variant}` converted by `python -m modeling_mobileclip.convert` from `{checkpoint}` "
+                f"({conversion.source_format} format), saved in its {form} form. {checked}")
+    base = checkpoint if not looks_like_local_path(checkpoint) and not os.path.exists(checkpoint) else None
+    return model_card(variant, how_made, repo_or_path, APPLE_MODEL_LICENSE, base_model=base,
+                      tags=[variant, f"converted-from-{conversion.source_format}"])
 
 
 def _sibling(output_dir: str, tag: str) -> str:
@@ -395,8 +432,9 @@ def check_source_outside_output(checkpoint: str, output_dir: str) -> None:
         )
 
 
-def save_converted(model, processor, output_dir: str, overwrite: bool = False) -> None:
-    """Writes model and processor into a temporary folder beside `output_dir`, then moves it into place, so an
+def save_converted(model, processor, output_dir: str, overwrite: bool = False, card=None) -> None:
+    """Writes model, processor and model card (`README.md`, if given) into a temporary folder beside `output_dir`,
+    then moves it into place, so an
     interrupted conversion never leaves a half-written folder, and a crash while replacing an existing folder leaves
     one complete folder (see `recover_output`)."""
     recover_output(output_dir)
@@ -408,6 +446,8 @@ def save_converted(model, processor, output_dir: str, overwrite: bool = False) -
         model.save_pretrained(staging)
         if processor is not None:
             processor.save_pretrained(staging)
+        if card is not None:
+            card.save(os.path.join(staging, "README.md"))
         if not os.path.exists(output_dir):
             os.replace(staging, output_dir)
             return
@@ -446,11 +486,12 @@ def main(argv: list[str] | None = None) -> None:
         check_output(args.output, args.overwrite)
         checkpoint = resolve_checkpoint(args.checkpoint)
         check_source_outside_output(checkpoint, args.output)
-        model = convert_checkpoint(args.variant, checkpoint, args.reparameterize, not args.no_verify)
-        processor = MobileCLIPProcessor.from_variant(args.variant)
+        conversion = convert(args.variant, checkpoint, args.reparameterize, not args.no_verify)
+        model, processor = conversion.model, MobileCLIPProcessor.from_variant(args.variant)
         if isinstance(model, MobileCLIPVisionModelWithProjection):
             processor = processor.image_processor  # an image tower needs no tokenizer
-        save_converted(model, processor, args.output, overwrite=args.overwrite)
+        card = conversion_card(args.variant, args.checkpoint, conversion, args.push_to_hub or args.output)
+        save_converted(model, processor, args.output, overwrite=args.overwrite, card=card)
     except (FileExistsError, FileNotFoundError, ValueError) as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     logger.info("Wrote %s to %s", type(model).__name__, args.output)
@@ -467,9 +508,12 @@ if __name__ == "__main__":
 
 
 __all__ = [
+    "Conversion",
     "check_output",
     "check_source_outside_output",
+    "convert",
     "convert_checkpoint",
+    "conversion_card",
     "convert_state_dict",
     "detect_format",
     "load_checkpoint",

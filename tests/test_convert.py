@@ -1,6 +1,7 @@
 """The converter as users run it: files, folders, the CLI, verification, strictness and atomic output."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -8,6 +9,7 @@ import textwrap
 
 import pytest
 import torch
+from huggingface_hub import ModelCard
 from conftest import image_inputs, randomize_, text_inputs, tiny_config
 
 from modeling_mobileclip import MobileCLIPModel, MobileCLIPProcessor
@@ -53,6 +55,11 @@ def test_cli_converts_verifies_and_writes_model_and_processor(open_clip_s0, tmp_
         ).abs().max() < 1e-5
         assert (model.get_text_features(input_ids).pooler_output - reference.encode_text(input_ids)).abs().max() < 1e-5
     assert os.listdir(tmp_path) == ["out"], "temporary folders left behind"
+    # The model card: Apple's licence, the source and the parity that was checked.
+    card = ModelCard.load(tmp_path / "out" / "README.md")
+    assert card.data.license == "apple-amlr" and card.data.pipeline_tag == "zero-shot-image-classification"
+    assert f"from `{path}` (open_clip format)" in card.text and "fused (re-parameterised)" in card.text
+    assert re.search(r"against open_clip on the same weights: max abs diff text \d\.\de-\d\d, image", card.text)
 
 
 def test_checkpoint_folder_and_safetensors(open_clip_s0, tmp_path):

@@ -13,8 +13,8 @@ import datasets
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from huggingface_hub import ModelCard
 import torch
+from huggingface_hub import ModelCard
 from datasets import ClassLabel, Dataset, Features, Image, List, Value
 from PIL import Image as PILImage
 from torchvision.transforms import InterpolationMode
