@@ -1,207 +1,194 @@
-"""The whole multi-modal reinforced training loop on real images, offline, on a CPU.
+"""MobileCLIP's multi-modal reinforced training in miniature, on real images, offline, on a CPU.
 
-Data: the Fashion-MNIST subset shipped in `data/` (6,000 training and 1,000 test images, 10 classes; MIT licence;
-`--data` takes the full set written by `prepare.py --full` or a Hub id), captioned from class names and templates;
-hand-written class descriptions stand in for a captioner's synthetic captions. Steps, each cached in `--output` so
-that a rerun skips what is done:
+The paper's setting, small: strong teachers trained on data the student never sees, a real captioner, a student
+split with noisy web-like captions, the split reinforced once, and students trained with and without it.
 
-1. two teachers (MobileCLIP-style dual encoders with MCi image towers, wider and deeper than the student's, trained
-   for more steps) trained here with plain CLIP on the training split (`train/train.py`, recipe `clip`);
-2. the training split reinforced with both teachers (`dataset_builder`: K stored augmentations per image, teacher
-   embeddings of every augmentation and caption);
-3. a small MobileCLIP student trained on it with the reinforced loss, and the same student trained with plain CLIP
-   for the same number of samples (`train/train.py`, recipes `reinforced` and `clip`), evaluated periodically;
-4. zero-shot accuracy (class names x templates) and retrieval (a retrieved item is relevant when it shows the
-   query's class: the captions are class-level) on the test split; a table, `results.json` and `accuracy.png`
-   (accuracy against samples seen); the learning-efficiency ratio; the student reloaded with AutoModel and used
-   through the zero-shot pipeline.
+* Data: Fashion-MNIST (MIT licence). The student's split is the 6,000 training images shipped in `data/` (with the
+  1,000 test images every model is evaluated on); `--data` takes another folder of `train/test.parquet` or a Hub id.
+* Web captions (`captions.web_captions`): the student's captions are a seeded mixture standing in for web alt-text:
+  40% a correct caption ("a photo of a coat."), 20% a caption naming a wrong class, 40% uninformative alt-text
+  ("IMG_2041.jpg", "new arrival, free shipping").
+* Teachers and captioner (committed in `pretrained/`, trained by `pretrain.py` on the other 54,000 training images,
+  with clean captions; their sha256 are checked before loading): two MobileCLIP dual encoders with ViT image towers,
+  and a small VisionEncoderDecoderModel captioner.
 
-    python examples/fashion_mnist/demo.py [--output outputs/fashion_mnist] [--data DIR_OR_HUB_ID] [--quick]
+Stages (each announced with its size and a rough time; each cached in `--output`, so a rerun skips what is done):
+
+1. the committed teachers and captioner, checked and loaded; their zero-shot accuracy on the clean test images;
+2. reinforcement (`dataset_builder.build_reinforced_dataset`): K stored augmentations per image (random resized crop
+   + RandAugment), N synthetic captions sampled from the captioner (per-row seeded top-p 0.9, from pixels only), and
+   both teachers' embeddings of every augmentation and caption; the teachers' accuracy on the stored views;
+3. students, same architecture, same initial weights and data order per seed, constant learning rate after warm-up
+   (accuracy after s samples then means the same for every budget), `train/train.py`'s `training_function`:
+   plain CLIP on the web captions (the baseline, `BASELINE_FACTOR` times the reinforced budget), the reinforced
+   student (the paper's S-variant loss: distillation only, weights (0, 1)), and CLIP on web + generated captions
+   with the stored augmentations but no teachers (the reinforced recipe with weights (1, 0): an ablation);
+4. zero-shot accuracy (class names x 8 templates) and class-level retrieval on the test split, a table,
+   `results.json`, `accuracy.png` (accuracy against samples seen, log x, teachers as horizontal lines), the
+   learning efficiency (samples the baseline needs to reach the reinforced student's final accuracy, over the
+   reinforced student's samples; a lower bound when the baseline never gets there), and the reinforced student
+   reloaded with AutoModel and run through the zero-shot pipeline.
+
+    python examples/fashion_mnist/demo.py [--output outputs/fashion_mnist] [--seeds 2] [--quick]
 """
 
 import argparse
+import hashlib
 import json
 import os
 import random
-import subprocess
 import sys
 import time
 
 import torch
-import yaml
 from datasets import load_dataset
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, ROOT)  # train/ and dataset_builder/ when run from a checkout
+sys.path.insert(0, HERE)
 
-from dataset_builder import TransformersTeacher, build_reinforced_dataset  # noqa: E402
-from modeling_mobileclip import (  # noqa: E402
-    MobileCLIPConfig,
-    MobileCLIPImageProcessor,
-    MobileCLIPModel,
-    MobileCLIPProcessor,
-    MobileCLIPTextConfig,
-    MobileCLIPTokenizer,
-    MobileCLIPVisionConfig,
-)
-from train.evaluate import (  # noqa: E402
-    embed_images,
-    embed_texts,
-    image_dataloader,
-    zero_shot_classifier,
-    zero_shot_metrics,
-)
+from captions import CLASS_NAMES, TEMPLATES, WEB_MIXTURE, clean_captions, web_captions  # noqa: E402
 
-CLASS_NAMES = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot"]
-TEMPLATES = ["a photo of a {}.", "a black and white photo of a {}.", "a low resolution photo of a {}.",
-             "a photo of the {}.", "a picture of a {}.", "an image of a {}.", "a grayscale photo of a {}.",
-             "a small photo of a {}."]
-# Stand-ins for a captioner's synthetic captions: several descriptions per class, richer than the templates.
-DESCRIPTIONS = {
-    "t-shirt": ["a short-sleeved cotton top", "a casual tee with a round neck", "a simple top without buttons",
-                "a plain t-shirt laid flat"],
-    "trouser": ["a pair of long pants", "two straight trouser legs", "a pair of slim jeans",
-                "long trousers seen from the front"],
-    "pullover": ["a long-sleeved knitted sweater", "a warm jumper with long sleeves", "a wool pullover",
-                 "a cosy sweater laid flat"],
-    "dress": ["a one-piece dress", "a long dress for women", "a summer dress without sleeves",
-              "a dress with a flared skirt"],
-    "coat": ["a warm winter coat", "a jacket with long sleeves and buttons", "a coat with a zip",
-             "an outdoor jacket"],
-    "sandal": ["an open summer shoe with straps", "a strappy sandal", "a flat sandal seen from the side",
-               "open-toed footwear"],
-    "shirt": ["a shirt with a collar and buttons", "a button-down shirt", "a long-sleeved blouse",
-              "a formal shirt laid flat"],
-    "sneaker": ["a low sports shoe", "a running shoe seen from the side", "a canvas trainer",
-                "a casual sneaker"],
-    "bag": ["a handbag", "a leather bag with handles", "a shoulder bag", "a tote bag"],
-    "ankle boot": ["a boot that reaches the ankle", "a short leather boot", "a heeled ankle boot",
-                   "a winter boot seen from the side"],
-}
-NUM_SYNTHETIC = 4
-IMAGE_SIZE = 32  # 28-px images, resized so that the stride-32 MCi towers keep a 1x1 final map
-# The longest caption here is 13 tokens: a 32-token context (MobileCLIP's is 77) halves the text towers' cost.
-CONTEXT_LENGTH = 32
-# DataCompDR's crops keep 8-100% of a 400-px photo; of a 28-px image they would keep as little as 8x8 pixels.
-CROP_SCALE = (0.9, 1.0)
-
-# Teachers: two MCi dual encoders, wider and deeper than the student, trained longer; 128-d joint spaces.
-TEACHERS = {
-    "teacher_mci_wide": dict(architecture="fastvit_mci0",
-                             model_args={"layers": [1, 1, 3, 1], "embed_dims": [32, 64, 128, 256]}),
-    "teacher_mci_deep": dict(architecture="fastvit_mci0",
-                             model_args={"layers": [2, 2, 4, 2], "embed_dims": [24, 48, 96, 192]}),
-}
-TEACHER_TEXT = dict(text_width=96, text_layers=3)
-STUDENT = dict(architecture="fastvit_mci0", model_args={"layers": [1, 1, 2, 1], "embed_dims": [16, 32, 64, 128]})
+PRETRAINED = os.path.join(HERE, "pretrained")
+TEACHERS = ("teacher_vit_p4", "teacher_vit_p7")
+CAPTIONER = "captioner"
+IMAGE_SIZE = 28
+CONTEXT_LENGTH = 20  # as the teachers' (pretrain.py): the longest caption is 13 tokens
+# The augmentation family the teachers were trained on (pretrain.py): crops of 60-100% of the 28-px image, then
+# RandAugment (2 ops; magnitude 9, DataCompDR's and, for now, the builder's only one).
+CROP_SCALE = (0.6, 1.0)
+# The student: a ViT smaller than both teachers (4x4-px patches, width 48, 2 blocks) with their small text tower.
+STUDENT = dict(architecture="vit_tiny_patch16_224",
+               model_args={"patch_size": 4, "embed_dim": 48, "depth": 2, "num_heads": 2})
+BATCH_SIZE = 128
+BASELINE_FACTOR = 4  # the CLIP baseline trains this many times the reinforced student's samples
+CHANCE = 1 / len(CLASS_NAMES)
+# Rough CPU costs measured on 2 idle cores, for the stage announcements only.
+SECONDS_PER_1K_STUDENT_SAMPLES = 3.0
+SECONDS_PER_1K_REINFORCED_VIEWS = 3.0
 
 
-def model_config(vision: dict, text_width: int, text_layers: int) -> MobileCLIPConfig:
-    text = MobileCLIPTextConfig(hidden_size=text_width, intermediate_size=4 * text_width,
-                                num_hidden_layers=text_layers, num_attention_heads=max(1, text_width // 32),
-                                projection_dim=128, max_position_embeddings=CONTEXT_LENGTH)
-    return MobileCLIPConfig(text_config=text, projection_dim=128,
-                            vision_config=MobileCLIPVisionConfig(image_size=IMAGE_SIZE, projection_dim=128, **vision))
+def announce(stage: str, what: str, seconds: float) -> float:
+    print(f"\n== {stage}: {what} (roughly {seconds / 60:.1f} min on 2 idle CPU cores)", flush=True)
+    return time.time()
 
 
-def init_model_folder(path: str, config: MobileCLIPConfig, seed: int) -> str:
-    """A randomly initialised model and its processor, saved: the starting point `train.py` loads."""
-    if not os.path.exists(os.path.join(path, "config.json")):
-        torch.manual_seed(seed)
-        MobileCLIPModel(config).save_pretrained(path)
-        image_processor = MobileCLIPImageProcessor(size={"shortest_edge": IMAGE_SIZE},
-                                                   crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
-        tokenizer = MobileCLIPTokenizer(model_max_length=CONTEXT_LENGTH)
-        MobileCLIPProcessor(image_processor, tokenizer).save_pretrained(path)
-    return path
+def verify_checksums(folder: str = PRETRAINED) -> dict[str, str]:
+    """Checks every file listed in `folder/SHA256SUMS` against its sha256; returns {relative path: sha256}."""
+    sums = os.path.join(folder, "SHA256SUMS")
+    if not os.path.isfile(sums):
+        raise FileNotFoundError(f"{sums} is missing: restore it (git checkout) or rerun pretrain.py")
+    expected = {}
+    with open(sums) as f:
+        for line in f:
+            digest, path = line.rstrip("\n").split("  ", 1)
+            expected[path] = digest
+    for path, digest in expected.items():
+        full = os.path.join(folder, path)
+        if not os.path.isfile(full):
+            raise FileNotFoundError(f"{full} is listed in {sums} but missing: git checkout it or rerun pretrain.py")
+        with open(full, "rb") as f:
+            actual = hashlib.sha256(f.read()).hexdigest()
+        if actual != digest:
+            raise ValueError(f"{full} has sha256 {actual}, {sums} records {digest}: the committed model was changed "
+                             "(git checkout it, or rerun pretrain.py, which rewrites SHA256SUMS)")
+    return expected
 
 
 def load_split(data: str, split: str):
-    """`split` of a folder of `{split}.parquet` files (the shipped subset; `prepare.py --full` writes the whole set)
-    or of a Hub dataset with the same `image` and `label` columns (e.g. `zalando-datasets/fashion_mnist`)."""
+    """`split` of a folder of `{split}.parquet` files or of a Hub dataset with `image` and `label` columns."""
     if os.path.isdir(data):
         return load_dataset("parquet", data_files=os.path.join(data, f"{split}.parquet"), split="train")
     return load_dataset(data, split=split)
 
 
 def captioned_splits(output: str, data: str, seed: int = 0) -> str:
-    """Adds a real caption (a random template) and the synthetic captions to each image; writes train/test parquet."""
+    """The student's split with web-like captions (`captions.web_captions`, kind in `caption_kind`), and the test
+    split with one clean caption per image (for retrieval); writes train/test parquet."""
     folder = os.path.join(output, "captioned")
     if os.path.exists(os.path.join(folder, "test.parquet")):
         return folder
     os.makedirs(folder, exist_ok=True)
     rng = random.Random(seed)
-    for split in ("train", "test"):
-        rows = load_split(data, split)
-        names = [CLASS_NAMES[label] for label in rows["label"]]
-        rows = rows.add_column("key", [f"{split}-{i:05d}" for i in range(len(rows))])
-        rows = rows.add_column("caption", [rng.choice(TEMPLATES).format(name) for name in names])
-        syn = [[f"a photo of {d}." for d in rng.sample(DESCRIPTIONS[name], NUM_SYNTHETIC)] for name in names]
-        rows.add_column("syn_captions", syn).to_parquet(os.path.join(folder, f"{split}.parquet"))
+    train = load_split(data, "train")
+    captions, kinds = web_captions(train["label"], seed)
+    train = train.add_column("key", [f"train-{i:05d}" for i in range(len(train))])
+    train.add_column("caption", captions).add_column("caption_kind", kinds).to_parquet(
+        os.path.join(folder, "train.parquet"))
+    test = load_split(data, "test")
+    test = test.add_column("key", [f"test-{i:05d}" for i in range(len(test))])
+    test.add_column("caption", [rng.choice(TEMPLATES).format(CLASS_NAMES[label]) for label in test["label"]]
+                    ).to_parquet(os.path.join(folder, "test.parquet"))
     return folder
 
 
-def run_training(name: str, output: str, overrides: dict) -> str:
-    """Runs `train/train.py` (as users do) unless its final model is already there; returns the output folder."""
-    out = os.path.join(output, name)
-    if os.path.exists(os.path.join(out, "model.safetensors")):
-        print(f"[{name}] cached in {out}")
-        return out
-    config = dict(num_workers=0, mixed_precision="no", report_to=["none"], save_every=0, log_every=10,
-                  eval_batch_size=500, output_dir=out, run_name=name, warmup_steps=20, weight_decay=0.1,
-                  **overrides)
-    path = os.path.join(output, f"{name}.yaml")
-    with open(path, "w") as f:
-        yaml.safe_dump(config, f)
-    start = time.time()
-    subprocess.run([sys.executable, os.path.join(ROOT, "train", "train.py"), "--config", path], check=True)
-    print(f"[{name}] trained in {time.time() - start:.0f} s")
-    return out
+def load_teachers(pretrained: str) -> list:
+    from dataset_builder import TransformersTeacher
+
+    class MemoizedTextTeacher(TransformersTeacher):
+        """Embeds each distinct caption once: web and generated captions repeat a lot here."""
+
+        def _encode_text(self, texts: list[str]) -> torch.Tensor:
+            cache = self.__dict__.setdefault("_cache", {})
+            missing = sorted({t for t in texts if t not in cache})
+            if missing:
+                cache.update(zip(missing, super()._encode_text(missing)))
+            return torch.stack([cache[t] for t in texts])
+
+    return [MemoizedTextTeacher.from_pretrained(os.path.join(pretrained, name), interpolation="bilinear")
+            for name in TEACHERS]
 
 
-class MemoizedTextTeacher(TransformersTeacher):
-    """Caches text embeddings by caption: these captions come from a few templates and descriptions, so each
-    distinct caption is embedded once instead of once per image."""
-
-    def _encode_text(self, texts: list[str]) -> torch.Tensor:
-        cache = self.__dict__.setdefault("_cache", {})
-        missing = sorted({t for t in texts if t not in cache})
-        if missing:
-            cache.update(zip(missing, super()._encode_text(missing)))
-        return torch.stack([cache[t] for t in texts])
+def caption_class(text: str) -> int | None:
+    """The class a clean caption names (a class name in a template, or a class description), else None."""
+    text = text.strip().rstrip(".")
+    for label in range(len(CLASS_NAMES)):
+        if text in [c.rstrip(".") for c in clean_captions(label)]:
+            return label
+    return None
 
 
-def reinforce(captioned: str, teachers: list[str], output: str, num_augmentations: int,
+def reinforce(captioned: str, output: str, pretrained: str, num_augmentations: int, num_captions: int,
               max_images: int | None = None) -> str:
+    from dataset_builder import TransformersCaptioner, build_reinforced_dataset
+
     out = os.path.join(output, "reinforced")
     if os.path.exists(os.path.join(out, "reinforcement.json")):
+        print(f"[reinforce] cached in {out}")
         return out
     train = load_dataset("parquet", data_files=os.path.join(captioned, "train.parquet"), split="train")
     train = train.select(range(min(len(train), max_images or len(train))))
-    ensemble = [MemoizedTextTeacher.from_pretrained(path, interpolation="bilinear") for path in teachers]
-    start = time.time()
+    captioner = TransformersCaptioner.from_pretrained(os.path.join(pretrained, CAPTIONER))
+    captioner.name = f"hf:{os.path.relpath(os.path.join(pretrained, CAPTIONER), ROOT)}"  # not this machine's path
     report = build_reinforced_dataset(
-        train.remove_columns("label"), out, teachers=ensemble, captioner=None, key_column="key",
-        syn_captions_column="syn_captions", num_augmentations=num_augmentations,
-        num_synthetic_captions=NUM_SYNTHETIC, aug_resolution=IMAGE_SIZE, crop_scale=CROP_SCALE, samples_per_shard=1500,
-        batch_size=100,
+        train.remove_columns(["label", "caption_kind"]), out, teachers=load_teachers(pretrained), captioner=captioner,
+        key_column="key", num_augmentations=num_augmentations, num_synthetic_captions=num_captions,
+        aug_resolution=IMAGE_SIZE, crop_scale=CROP_SCALE, samples_per_shard=3000, batch_size=100, progress=False,
     )
-    print(f"[reinforce] {len(train)} images x {num_augmentations} augmentations in {time.time() - start:.0f} s: "
-          f"{report}")
+    print(f"[reinforce] {report['rows_out'] if 'rows_out' in report else report}")
     return out
+
+
+@torch.no_grad()
+def class_embeddings(model, tokenizer) -> torch.Tensor:
+    from train.evaluate import zero_shot_classifier
+
+    return zero_shot_classifier(model, tokenizer, CLASS_NAMES, TEMPLATES)
 
 
 @torch.no_grad()
 def evaluate(model_dir: str, captioned: str) -> dict:
     """Zero-shot top-1/top-5 and class-level retrieval recall@1/5/10 both ways on the test split."""
-    model = MobileCLIPModel.from_pretrained(model_dir).eval()
+    from modeling_mobileclip import MobileCLIPModel, MobileCLIPProcessor
+    from train.evaluate import embed_images, embed_texts, image_dataloader, zero_shot_metrics
+
+    model = MobileCLIPModel.from_pretrained(model_dir, dtype=torch.float32).eval()
     processor = MobileCLIPProcessor.from_pretrained(model_dir)
     test = load_dataset("parquet", data_files=os.path.join(captioned, "test.parquet"), split="train")
-    loader = image_dataloader(test, processor.image_processor, batch_size=500)
-    images = embed_images(model, loader)
+    images = embed_images(model, image_dataloader(test, processor.image_processor, batch_size=500))
     labels = torch.tensor(test["label"])
-    classifier = zero_shot_classifier(model, processor.tokenizer, CLASS_NAMES, TEMPLATES)
+    classifier = class_embeddings(model, processor.tokenizer)
     metrics = {f"zeroshot_{k}": v for k, v in zero_shot_metrics(images["features"], labels, classifier).items()}
     texts = embed_texts(model, processor.tokenizer, test["caption"])
     similarity = images["features"] @ texts.T
@@ -210,6 +197,80 @@ def evaluate(model_dir: str, captioned: str) -> dict:
         relevant = labels[top] == labels[:, None]  # the captions are class-level: any item of the class is a hit
         metrics.update({f"{direction}_R@{k}": relevant[:, :k].any(1).float().mean().item() for k in (1, 5, 10)})
     return metrics
+
+
+@torch.no_grad()
+def reinforced_view_accuracy(reinforced: str, captioned: str, pretrained: str) -> dict[str, float]:
+    """Each teacher's zero-shot top-1 on the K stored views of the student's images (their stored embeddings)."""
+    import numpy as np
+
+    from modeling_mobileclip import MobileCLIPModel, MobileCLIPProcessor
+
+    rows = load_dataset("parquet", data_dir=os.path.join(reinforced, "data"), split="train").with_format("numpy")
+    labels = load_dataset("parquet", data_files=os.path.join(captioned, "train.parquet"), split="train")["label"]
+    labels = torch.tensor(labels[:len(rows)])
+    embeddings = torch.from_numpy(np.stack(rows["image_emb"])).float()  # (n, K, D)
+    with open(os.path.join(reinforced, "reinforcement.json")) as f:
+        dims = [t["dim"] for t in json.load(f)["teachers"]]
+    result, offset = {}, 0
+    for name, dim in zip(TEACHERS, dims):
+        path = os.path.join(pretrained, name)
+        model = MobileCLIPModel.from_pretrained(path, dtype=torch.float32).eval()
+        classifier = class_embeddings(model, MobileCLIPProcessor.from_pretrained(path).tokenizer)
+        predicted = (embeddings[..., offset:offset + dim] @ classifier.T).argmax(-1)
+        result[name] = (predicted == labels[:, None]).float().mean().item()
+        offset += dim
+    return result
+
+
+def synthetic_caption_stats(reinforced: str, captioned: str) -> dict:
+    """How often the captioner's captions name the image's true class, a wrong class, or no class."""
+    rows = load_dataset("parquet", data_dir=os.path.join(reinforced, "data"), split="train")
+    train = load_dataset("parquet", data_files=os.path.join(captioned, "train.parquet"), split="train")
+    counts = {"true_class": 0, "wrong_class": 0, "no_class": 0}
+    for captions, label in zip(rows["syn_captions"], train["label"]):
+        for caption in captions:
+            named = caption_class(caption)
+            counts["no_class" if named is None else "true_class" if named == label else "wrong_class"] += 1
+    total = sum(counts.values())
+    return {"fractions": {k: v / total for k, v in counts.items()}, "examples": rows["syn_captions"][:3]}
+
+
+def student_init(output: str) -> str:
+    """A config-only model folder (and processor): `training_function` initialises it from its seed."""
+    from modeling_mobileclip import (MobileCLIPConfig, MobileCLIPImageProcessor, MobileCLIPProcessor,
+                                     MobileCLIPTextConfig, MobileCLIPTokenizer, MobileCLIPVisionConfig)
+
+    path = os.path.join(output, "init", "student")
+    if not os.path.exists(os.path.join(path, "config.json")):
+        text = MobileCLIPTextConfig(hidden_size=32, intermediate_size=128, num_hidden_layers=2, num_attention_heads=1,
+                                    projection_dim=128, max_position_embeddings=CONTEXT_LENGTH)
+        vision = MobileCLIPVisionConfig(image_size=IMAGE_SIZE, projection_dim=128, **STUDENT)
+        MobileCLIPConfig(text_config=text, vision_config=vision, projection_dim=128).save_pretrained(path)
+        image_processor = MobileCLIPImageProcessor(size={"shortest_edge": IMAGE_SIZE},
+                                                   crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}, resample=2)
+        MobileCLIPProcessor(image_processor, MobileCLIPTokenizer(model_max_length=CONTEXT_LENGTH)).save_pretrained(path)
+    return path
+
+
+def run_training(name: str, output: str, overrides: dict) -> str:
+    """`train.train.training_function` unless the run's final model is already there; returns its folder."""
+    import shutil
+
+    from train.train import TrainConfig, training_function
+
+    out = os.path.join(output, name)
+    if os.path.exists(os.path.join(out, "model.safetensors")):
+        print(f"[{name}] cached in {out}")
+        return out
+    shutil.rmtree(out, ignore_errors=True)  # an interrupted run: its metrics.jsonl would be appended to
+    config = TrainConfig(num_workers=0, mixed_precision="no", report_to=["none"], save_every=0, log_every=25,
+                         eval_batch_size=500, output_dir=out, run_name=name, weight_decay=0.1,
+                         interpolation="bilinear", lr_scheduler="constant", **overrides)
+    start = time.time()
+    training_function(config)
+    print(f"[{name}] trained in {time.time() - start:.0f} s", flush=True)
+    return out
 
 
 def accuracy_curve(run_dir: str, batch_size: int) -> list[tuple[int, float]]:
@@ -223,41 +284,73 @@ def accuracy_curve(run_dir: str, batch_size: int) -> list[tuple[int, float]]:
     return curve
 
 
-def samples_to_reach(curve: list[tuple[int, float]], target: float) -> int | None:
-    return next((samples for samples, accuracy in curve if accuracy >= target), None)
+def samples_to_reach(curve: list[tuple[int, float]], target: float) -> float | None:
+    """Samples at which `curve` first reaches `target`, interpolated linearly between evaluations (from 0 samples
+    at chance level before the first one); None if it never does."""
+    previous = (0, CHANCE)
+    for samples, accuracy in curve:
+        if accuracy >= target:
+            (s0, a0) = previous
+            if a0 >= target:  # already there at the previous point (a curve starting above target)
+                return float(s0)
+            return s0 + (samples - s0) * (target - a0) / (accuracy - a0)
+        previous = (samples, accuracy)
+    return None
 
 
 def learning_efficiency(reinforced: list, baseline: list) -> dict:
-    """The paper's measure: the baseline's samples over the samples the reinforced student needs to reach the
-    baseline's final accuracy (> 1: reinforced training is more sample-efficient); and the converse, for when the
-    reinforced student ends lower."""
-    (baseline_samples, baseline_final), (reinforced_samples, reinforced_final) = baseline[-1], reinforced[-1]
-    reached = samples_to_reach(reinforced, baseline_final)
-    converse = samples_to_reach(baseline, reinforced_final)
+    """Samples the baseline needs to reach the reinforced student's final accuracy, over the reinforced student's
+    samples (the paper's learning efficiency). When the baseline never gets there within its budget, `ratio` is the
+    lower bound baseline samples / reinforced samples and `lower_bound` is True. Also the converse view: samples the
+    reinforced student needs to reach the baseline's final accuracy."""
+    (reinforced_samples, reinforced_final), (baseline_samples, baseline_final) = reinforced[-1], baseline[-1]
+    needed = samples_to_reach(baseline, reinforced_final)
+    reinforced_needs = samples_to_reach(reinforced, baseline_final)
     return {
+        "reinforced_final_top1": reinforced_final, "reinforced_samples": reinforced_samples,
         "baseline_final_top1": baseline_final, "baseline_samples": baseline_samples,
-        "reinforced_samples_to_reach_it": reached, "ratio": baseline_samples / reached if reached else None,
-        "reinforced_final_top1": reinforced_final,
-        "baseline_samples_to_reach_reinforced_final": converse,
-        "converse_ratio": converse / reinforced_samples if converse else None,
+        "baseline_samples_to_reach_reinforced_final": needed,
+        "ratio": (needed if needed is not None else baseline_samples) / reinforced_samples,
+        "lower_bound": needed is None,
+        "reinforced_samples_to_reach_baseline_final": reinforced_needs,
     }
 
 
-def plot(curves: dict, path: str) -> None:
+def summarize_efficiency(per_seed: dict[str, dict]) -> dict:
+    """Mean and range of the per-seed ratios; a lower bound if any seed's is."""
+    ratios = [e["ratio"] for e in per_seed.values()]
+    return {"per_seed": per_seed, "mean": sum(ratios) / len(ratios), "min": min(ratios), "max": max(ratios),
+            "lower_bound": any(e["lower_bound"] for e in per_seed.values())}
+
+
+def plot(curves: dict, teachers: dict, path: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, curve in curves.items():
-        ax.plot([s for s, _ in curve], [100 * a for _, a in curve], marker="o", label=name)
-    ax.set(xlabel="training samples seen", ylabel="zero-shot top-1 on the test split (%)",
-           title="MobileCLIP student on Fashion-MNIST")
-    ax.grid(alpha=0.3)
-    ax.legend()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    colors = {"student_reinforced": "tab:red", "student_clip": "tab:blue", "student_clip_syn": "tab:green"}
+    for name, per_seed in curves.items():
+        for i, (seed, curve) in enumerate(per_seed.items()):
+            ax.plot([s for s, _ in curve], [100 * a for _, a in curve], marker="o", ms=3, color=colors.get(name),
+                    linestyle="-" if i == 0 else "--", label=f"{name} (seed {seed})")
+    for (name, accuracy), style in zip(teachers.items(), (":", "-.")):
+        ax.axhline(100 * accuracy, color="gray", linestyle=style, label=f"{name} ({100 * accuracy:.1f}%)")
+    ax.set_xscale("log")
+    ax.set(xlabel="training samples seen (log scale)", ylabel="zero-shot top-1 on the test split (%)",
+           title="Fashion-MNIST: reinforced vs CLIP students")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+
+
+def mean_and_range(values: list[float]) -> str:
+    mean = sum(values) / len(values)
+    if len(values) == 1:
+        return f"{100 * mean:.1f}"
+    return f"{100 * mean:.1f} ({100 * min(values):.1f}-{100 * max(values):.1f})"
 
 
 def main() -> None:
@@ -265,78 +358,146 @@ def main() -> None:
     parser.add_argument("--output", default=os.path.join("outputs", "fashion_mnist"))
     parser.add_argument("--data", default=os.path.join(HERE, "data"),
                         help="folder of train/test.parquet, or a Hub dataset id with image and label columns")
-    parser.add_argument("--teacher-steps", type=int, default=250)
-    parser.add_argument("--student-steps", type=int, default=150)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--num-augmentations", type=int, default=4)
-    parser.add_argument("--quick", action="store_true", help="a smoke run: a few steps each (for tests)")
+    parser.add_argument("--pretrained", default=PRETRAINED, help="folder of the teachers, captioner and SHA256SUMS")
+    parser.add_argument("--student-steps", type=int, default=150, help="the reinforced student's steps")
+    parser.add_argument("--num-augmentations", type=int, default=8)
+    parser.add_argument("--num-captions", type=int, default=4)
+    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=max(1, os.cpu_count() or 1))
+    parser.add_argument("--quick", action="store_true", help="a smoke run of every stage: a few steps each (tests)")
     args = parser.parse_args()
+    max_images = None
     if args.quick:
-        args.teacher_steps, args.student_steps, args.num_augmentations = 4, 4, 2
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+        args.student_steps, args.num_augmentations, args.num_captions, args.seeds, max_images = 4, 2, 2, 1, 512
+    torch.set_num_threads(args.threads)
     os.makedirs(args.output, exist_ok=True)
-    start = time.time()
+    start, timings, results = time.time(), {}, {}
 
+    t = announce("Stage 1/4, teachers and captioner", f"check the sha256 of the committed models in {args.pretrained}, "
+                 "load them, evaluate the teachers on the clean test images", 15)
+    verify_checksums(args.pretrained)
     captioned = captioned_splits(args.output, args.data)
+    train = load_dataset("parquet", data_files=os.path.join(captioned, "train.parquet"), split="train")
+    kinds = train["caption_kind"]
+    results["web_captions"] = {"mixture": WEB_MIXTURE,
+                               "measured": {k: kinds.count(k) / len(kinds) for k in WEB_MIXTURE},
+                               "examples": train["caption"][:6]}
+    print("web captions of the student's split (standing in for web alt-text noise): "
+          + ", ".join(f"{100 * v:.0f}% {k}" for k, v in results["web_captions"]["measured"].items())
+          + f"; e.g. {results['web_captions']['examples']}")
+    results["teachers"] = {name: evaluate(os.path.join(args.pretrained, name), captioned) for name in TEACHERS}
+    for name, metrics in results["teachers"].items():
+        print(f"[{name}] zero-shot top-1 on the clean test images: {100 * metrics['zeroshot_top1']:.1f}%")
+    timings["teachers"] = time.time() - t
+
+    n_images = min(len(train), max_images or len(train))
+    views = n_images * args.num_augmentations
+    t = announce("Stage 2/4, reinforcement", f"{n_images} images x K={args.num_augmentations} stored augmentations "
+                 f"through 2 teachers, N={args.num_captions} captions per image sampled from the captioner",
+                 views * SECONDS_PER_1K_REINFORCED_VIEWS / 1000 + n_images * args.num_captions / 500)
+    reinforced = reinforce(captioned, args.output, args.pretrained, args.num_augmentations, args.num_captions, max_images)
+    results["synthetic_captions"] = synthetic_caption_stats(reinforced, captioned)
+    fractions = results["synthetic_captions"]["fractions"]
+    print(f"synthetic captions (from pixels): {100 * fractions['true_class']:.1f}% name the true class, "
+          f"{100 * fractions['wrong_class']:.1f}% a wrong one, {100 * fractions['no_class']:.1f}% none; e.g. "
+          f"{results['synthetic_captions']['examples'][0]}")
+    for name, accuracy in reinforced_view_accuracy(reinforced, captioned, args.pretrained).items():
+        results["teachers"][name]["reinforced_views_top1"] = accuracy
+        print(f"[{name}] zero-shot top-1 on the stored augmentations of the student's images: {100 * accuracy:.1f}%")
+    timings["reinforcement"] = time.time() - t
+
+    steps = args.student_steps
+    eval_every = max(1, steps // 10)
+    plan = {  # name: (recipe, dataset, steps, loss weights)
+        "student_clip": ("clip", captioned, BASELINE_FACTOR * steps, None),
+        "student_reinforced": ("reinforced", reinforced, steps, [0.0, 1.0]),
+        "student_clip_syn": ("reinforced", reinforced, steps, [1.0, 0.0]),
+    }
+    total_samples = args.seeds * sum(p[2] for p in plan.values()) * BATCH_SIZE
+    t = announce("Stage 3/4, students", f"{args.seeds} seed(s) x (CLIP baseline {BASELINE_FACTOR * steps} steps, "
+                 f"reinforced {steps} steps, CLIP on web + generated captions {steps} steps) x {BATCH_SIZE} samples, "
+                 f"evaluated every {eval_every} steps", total_samples * SECONDS_PER_1K_STUDENT_SAMPLES / 1000)
+    init = student_init(args.output)
     zeroshot_eval = dict(eval_zeroshot_dataset=captioned, eval_zeroshot_split="test", eval_templates=TEMPLATES,
-                         eval_class_names=CLASS_NAMES)
-    teachers = []
-    for seed, (name, vision) in enumerate(TEACHERS.items()):
-        init = init_model_folder(os.path.join(args.output, "init", name), model_config(vision, **TEACHER_TEXT), seed)
-        teachers.append(run_training(name, args.output, dict(
-            model=init, recipe="clip", train_dataset=captioned, global_batch_size=args.batch_size,
-            train_steps=args.teacher_steps, lr=2e-3, seed=seed, interpolation="bilinear", **zeroshot_eval)))
-    reinforced = reinforce(captioned, teachers, args.output, args.num_augmentations, 512 if args.quick else None)
+                         eval_class_names=CLASS_NAMES, eval_every=eval_every)
+    runs = {name: {} for name in plan}
+    for seed in range(args.seeds):
+        for name, (recipe, data, run_steps, weights) in plan.items():
+            extra = {"loss_weights": weights} if weights else {}
+            runs[name][str(seed)] = run_training(f"{name}_seed{seed}", args.output, dict(
+                model=init, recipe=recipe, train_dataset=data, global_batch_size=BATCH_SIZE, train_steps=run_steps,
+                warmup_steps=min(20, run_steps), lr=2e-3, seed=seed, **zeroshot_eval, **extra))
+    timings["students"] = time.time() - t
 
-    student_init = init_model_folder(os.path.join(args.output, "init", "student"), model_config(STUDENT, 64, 2), 10)
-    eval_every = max(1, args.student_steps // 10)
-    students = {}
-    for name, recipe, data in (("student_reinforced", "reinforced", reinforced), ("student_clip", "clip", captioned)):
-        students[name] = run_training(name, args.output, dict(
-            model=student_init, recipe=recipe, train_dataset=data, global_batch_size=args.batch_size,
-            train_steps=args.student_steps, lr=2e-3, seed=10, interpolation="bilinear", eval_every=eval_every,
-            **zeroshot_eval))
-
-    results = {"teachers": {name: evaluate(path, captioned) for name, path in zip(TEACHERS, teachers)}}
-    results["students"] = {name: evaluate(path, captioned) for name, path in students.items()}
-    curves = {name: accuracy_curve(path, args.batch_size) for name, path in students.items()}
+    t = announce("Stage 4/4, evaluation", "zero-shot and retrieval on the 1,000 test images, table, plot, "
+                 "learning efficiency, AutoModel + pipeline", 20)
+    results["students"] = {name: {seed: evaluate(path, captioned) for seed, path in per_seed.items()}
+                           for name, per_seed in runs.items()}
+    curves = {name: {seed: accuracy_curve(path, BATCH_SIZE) for seed, path in per_seed.items()}
+              for name, per_seed in runs.items()}
     results["curves"] = curves
-    results["learning_efficiency"] = learning_efficiency(curves["student_reinforced"], curves["student_clip"])
-    with open(os.path.join(args.output, "results.json"), "w") as f:
-        json.dump(results, f, indent=2)
-    plot(curves, os.path.join(args.output, "accuracy.png"))
+    per_seed = {seed: learning_efficiency(curves["student_reinforced"][seed], curves["student_clip"][seed])
+                for seed in curves["student_reinforced"]}
+    results["learning_efficiency"] = summarize_efficiency(per_seed)
+    plot(curves, {name: m["zeroshot_top1"] for name, m in results["teachers"].items()},
+         os.path.join(args.output, "accuracy.png"))
 
-    columns = ["zeroshot_top1", "zeroshot_top5", "image_to_text_R@1", "image_to_text_R@5", "text_to_image_R@1",
-               "text_to_image_R@5"]
-    print("\n| model | " + " | ".join(columns) + " |\n|---|" + "---|" * len(columns))
-    for group in ("teachers", "students"):
-        for name, metrics in results[group].items():
-            print(f"| {name} | " + " | ".join(f"{100 * metrics[c]:.1f}" for c in columns) + " |")
+    columns = ["zeroshot_top1", "zeroshot_top5", "image_to_text_R@1", "text_to_image_R@1", "text_to_image_R@5"]
+    print(f"\n| model (test split, %; students: mean over {args.seeds} seed(s), range) | "
+          + " | ".join(columns) + " |\n|---|" + "---|" * len(columns))
+    for name, metrics in results["teachers"].items():
+        print(f"| {name} | " + " | ".join(f"{100 * metrics[c]:.1f}" for c in columns) + " |")
+    for name, per_seed_metrics in results["students"].items():
+        samples = plan[name][2] * BATCH_SIZE
+        print(f"| {name} ({samples} samples) | " + " | ".join(
+            mean_and_range([m[c] for m in per_seed_metrics.values()]) for c in columns) + " |")
+
     efficiency = results["learning_efficiency"]
-    if efficiency["ratio"]:
-        print(f"\nlearning efficiency: the CLIP baseline ends at {100 * efficiency['baseline_final_top1']:.1f}% after "
-              f"{efficiency['baseline_samples']} samples; the reinforced student reaches it after "
-              f"{efficiency['reinforced_samples_to_reach_it']} samples: {efficiency['ratio']:.2f}x.")
+    finals = [e["reinforced_final_top1"] for e in per_seed.values()]
+    if min(finals) < 2 * CHANCE:  # a smoke run, or a failed one: there is no efficiency to speak of
+        print(f"\nlearning efficiency: not measured (the reinforced student is at {100 * min(finals):.1f}% zero-shot, "
+              f"chance is {100 * CHANCE:.0f}%)")
+        efficiency["claim"] = None
     else:
-        converse = efficiency["baseline_samples_to_reach_reinforced_final"]
-        print("\nlearning efficiency: the reinforced student ends at "
-              f"{100 * efficiency['reinforced_final_top1']:.1f}%, "
-              f"below the CLIP baseline's {100 * efficiency['baseline_final_top1']:.1f}% (ratio < 1); the baseline "
-              f"reaches {100 * efficiency['reinforced_final_top1']:.1f}% after {converse} samples, "
-              f"{efficiency['converse_ratio'] or 0:.2f}x the {curves['student_reinforced'][-1][0]} the reinforced "
-              "student took.")
+        lines = []
+        for seed, e in per_seed.items():
+            reach = (f"needs {e['baseline_samples_to_reach_reinforced_final']:.0f} samples to reach it"
+                     if not e["lower_bound"] else f"does not reach it within its {e['baseline_samples']} samples")
+            lines.append(f"  seed {seed}: the reinforced student ends at {100 * e['reinforced_final_top1']:.1f}% after "
+                         f"{e['reinforced_samples']} samples; the CLIP baseline {reach} (it ends at "
+                         f"{100 * e['baseline_final_top1']:.1f}%): {'>= ' if e['lower_bound'] else ''}"
+                         f"{e['ratio']:.2f}x")
+        bound = ">= " if efficiency["lower_bound"] else ""
+        efficiency["claim"] = (f"learning efficiency {bound}{efficiency['mean']:.1f}x (seeds: "
+                               f"{efficiency['min']:.1f}-{efficiency['max']:.1f}x)"
+                               + (", a lower bound: the baseline's budget ran out first" if bound else ""))
+        print("\nlearning efficiency (samples the CLIP baseline needs to reach the reinforced student's final "
+              "zero-shot top-1, over the reinforced student's samples):\n" + "\n".join(lines)
+              + f"\n{efficiency['claim']}")
 
     from transformers import AutoModel, pipeline
 
-    student = AutoModel.from_pretrained(students["student_reinforced"])
+    from modeling_mobileclip import MobileCLIPImageProcessor, MobileCLIPTokenizer
+
+    path = runs["student_reinforced"]["0"]
     test = load_dataset("parquet", data_files=os.path.join(captioned, "test.parquet"), split="train")
-    classifier = pipeline("zero-shot-image-classification", model=student,
-                          tokenizer=MobileCLIPTokenizer.from_pretrained(students["student_reinforced"]),
-                          image_processor=MobileCLIPImageProcessor.from_pretrained(students["student_reinforced"]))
+    classifier = pipeline("zero-shot-image-classification", model=AutoModel.from_pretrained(path),
+                          tokenizer=MobileCLIPTokenizer.from_pretrained(path),
+                          image_processor=MobileCLIPImageProcessor.from_pretrained(path))
     prediction = classifier(test[0]["image"].convert("RGB"), candidate_labels=CLASS_NAMES)[0]
-    print(f"pipeline on test image 0 (a {CLASS_NAMES[test[0]['label']]}): {prediction['label']} "
-          f"({prediction['score']:.2f})")
-    print(f"results: {args.output}/results.json, {args.output}/accuracy.png ({time.time() - start:.0f} s in all)")
+    print(f"pipeline (AutoModel, reinforced student) on test image 0 (a {CLASS_NAMES[test[0]['label']]}): "
+          f"{prediction['label']} ({prediction['score']:.2f})")
+    timings["evaluation"] = time.time() - t
+    timings["total"] = time.time() - start
+    results["timings_s"] = {k: round(v, 1) for k, v in timings.items()}
+    results["settings"] = {"student_steps": steps, "baseline_steps": BASELINE_FACTOR * steps,
+                           "batch_size": BATCH_SIZE, "num_augmentations": args.num_augmentations,
+                           "num_captions": args.num_captions, "seeds": args.seeds, "threads": args.threads,
+                           "crop_scale": list(CROP_SCALE), "images": n_images}
+    with open(os.path.join(args.output, "results.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    print(f"timings (s): {results['timings_s']}")
+    print(f"results: {args.output}/results.json, {args.output}/accuracy.png ({timings['total']:.0f} s in all)")
 
 
 if __name__ == "__main__":
