@@ -409,6 +409,7 @@ def build_reinforced_dataset(
     rand_augment_magnitude: int = MAGNITUDE,
     min_image_size: int = 2,
     source: str = "",
+    license: str | None = None,
     input_options: dict | None = None,
     max_skipped_fraction: float = DEFAULT_MAX_SKIPPED_FRACTION,
     rank: int = 0,
@@ -443,6 +444,7 @@ def build_reinforced_dataset(
         rand_augment_magnitude: RandAugment magnitude bin, 0-30 (DataCompDR: 9); small images may want less.
         min_image_size: Images with a side shorter than this are skipped.
         source: Name of the input, stored in the metadata.
+        license: Hub licence id of the result for its card (that of the source data, teachers and captioner).
         input_options: How ``dataset`` was read from ``source`` (split, config, data files, row limit...), JSON
             values; part of the resume fingerprint, so that a rerun reading other rows into the folder fails.
         max_skipped_fraction: A shard skipping more than this fraction of its rows (bad input, see
@@ -496,6 +498,9 @@ def build_reinforced_dataset(
                          "magnitude": rand_augment_magnitude, "num_magnitude_bins": NUM_MAGNITUDE_BINS,
                          "teacher_resolution": aug_resolution},
         "seed": seed, "source": source,
+        "captioner": getattr(captioner, "name", None) or (f"column {syn_captions_column!r}" if syn_captions_column
+                                                          else None),
+        "license": license,
     }
     settings = {"metadata": metadata, "num_shards": num_shards, "store_images": store_images,
                 "min_image_size": min_image_size, "captioner": getattr(captioner, "name", None),

@@ -27,6 +27,10 @@ Built with `dataset_builder` (MobileCLIP multi-modal dataset reinforcement, Data
 * {k} stored augmentations per image (`aug_params`, DataCompDR's compressed form) with their teacher embeddings
   (`image_emb`, {k} x {dim}); the real caption and {n} synthetic captions with theirs (`text_emb`, {n1} x {dim}).
 * Teachers (embedding slices in this order, each L2-normalised): {teachers}.
+* Synthetic captions: {captioner}.
+* Augmentations: RandomResizedCrop scale {scale}, RandAugment ({num_ops} ops, magnitude {magnitude}) sampled at
+  {resolution} px; seed {seed}.
+* Licence: {license}.
 
 ```python
 from datasets import load_dataset
@@ -112,14 +116,21 @@ def write_card(output_dir: str, features: Features, metadata: dict, storage: dic
         "configs": [{"config_name": "default", "default": True,
                      "data_files": [{"split": "train", "path": "data/train-*.parquet"}]}],
         "dataset_info": {"features": features._to_yaml_list()},
+        "tags": ["mobileclip", "dataset-reinforcement"],
         "reinforcement": metadata,
     }
+    if metadata.get("license"):
+        header = {"license": metadata["license"], **header}
     teachers = ", ".join(f"`{t['name']}` ({t['dim']}, logit scale {t['logit_scale']:g})" for t in metadata["teachers"])
+    augmentation = metadata["augmentation"]
     text = CARD_TEMPLATE.format(
         yaml=yaml.safe_dump(header, sort_keys=False), source=metadata["source"], rows=storage["rows"],
         num_shards=num_shards, bytes_per_sample=storage["bytes_per_sample"], k=metadata["num_augmentations"],
         n=metadata["num_synthetic_captions"], n1=1 + metadata["num_synthetic_captions"],
-        dim=metadata["embedding_dim"], teachers=teachers, metadata=json.dumps(metadata, indent=2))
+        dim=metadata["embedding_dim"], teachers=teachers, metadata=json.dumps(metadata, indent=2),
+        captioner=metadata.get("captioner") or "none", scale=augmentation["scale"], num_ops=augmentation["num_ops"],
+        magnitude=augmentation["magnitude"], resolution=augmentation["teacher_resolution"], seed=metadata["seed"],
+        license=metadata.get("license") or f"not stated: that of `{metadata['source']}`, its teachers and captioner")
     with open(os.path.join(output_dir, "README.md"), "w") as f:
         f.write(text)
 

@@ -65,6 +65,9 @@ def test_schema_shapes_and_metadata(built, models):
     assert meta["augmentation"]["scale"] == [0.08, 1.0]  # DataCompDR's RandomResizedCrop unless crop_scale is given
     card = (output_dir / "README.md").read_text()
     assert "data/train-*.parquet" in card and '"embedding_dim": 40' in card
+    assert meta["captioner"] == models[1].name and f"Synthetic captions: {models[1].name}." in card
+    assert "RandAugment (2 ops, magnitude 9) sampled at\n  224 px; seed 7" in card
+    assert "Licence: not stated: that of `messy`" in card and meta["license"] is None
     assert report["storage"]["bytes_per_sample"] > 0
 
 
@@ -221,9 +224,11 @@ def test_rand_augment_magnitude_is_stored_replayed_and_fingerprinted(models, tmp
     from dataset_builder.augment import decompress, magnitude_table
     from dataset_builder.builder import BuildError
 
-    build(models, tmp_path, captioner=None, num_synthetic_captions=0, num_shards=1, rand_augment_magnitude=3)
+    build(models, tmp_path, captioner=None, num_synthetic_captions=0, num_shards=1, rand_augment_magnitude=3,
+          license="cc-by-4.0")
     meta = json.loads((tmp_path / "reinforcement.json").read_text())
     assert meta["augmentation"]["magnitude"] == 3
+    assert meta["license"] == "cc-by-4.0" and "license: cc-by-4.0" in (tmp_path / "README.md").read_text()
     table = magnitude_table((224, 224), 3)
     ops = [op for row in load_local(tmp_path) for p in json.loads(row["aug_params"]) for op in decompress(p).ops or ()]
     signed = [(name, value) for name, value in ops if table[name][1]]  # stored as the signed magnitude itself
