@@ -9,16 +9,26 @@ One training sample (MOBILECLIP_SPEC.md §8.4, §9) is: one of the K stored augm
 at the student's own resolution, interpolation and normalisation; its teacher embedding `image_emb[aug_idx]`; the
 real caption with `text_emb[0]`; and one synthetic caption j, chosen uniformly, with `text_emb[1 + j]`.
 
+Several synthetic-caption sets (Apple's `syn.json` keys `syn_text`, `syn_text_<name>`, e.g. DFNDR's
+`syn_text_dfn_mscoco38k`, with embeddings in `text_emb` and `<key>_emb`) are stored as columns: `syn_captions`, whose
+embeddings are `text_emb[1:]` (what dataset_builder writes), and any number of `syn_captions_<name>` (M strings) with
+their teacher embeddings in `syn_text_emb_<name>` (M x D, same order). A regex over these column names
+(`synthetic_caption_sets`) picks the sets a run samples from, as open_clip_v2.patch's
+`--dataset-reinforcement-syn-text-key-regex` does over the `syn.json` keys: each sample draws one matched set
+uniformly (among those non-empty in its row), then one caption of it.
+
 Every random choice is a function of (seed, epoch, sample id) only, never of the worker, the rank or a global RNG, so
 a resumed run sees the same samples as an uninterrupted one. Samples are decoded and augmented in DataLoader workers.
 A corrupt sample (undecodable image, bad augmentation parameters, wrong embedding shape) is skipped and counted: the
 map-style dataset substitutes the next readable row, so every rank keeps the same batch size for the all-gather.
+A sample whose image is smaller than `filter_image_size` is skipped and counted the same way.
 """
 
 import functools
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,6 +60,35 @@ _MAX_WARNINGS = 10
 # paper's DataComp baselines were trained; reinforced samples replay their stored crops instead.
 CLIP_CROP_SCALE = (0.9, 1.0)
 _IMAGE_DECODER = ImageFeature()
+SYN_CAPTIONS = "syn_captions"  # the set dataset_builder writes; its embeddings are text_emb[1:]
+SYN_CAPTIONS_PREFIX = SYN_CAPTIONS + "_"  # further sets: syn_captions_<name>, embeddings syn_text_emb_<name>
+SYN_EMBEDDINGS_PREFIX = "syn_text_emb_"
+DEFAULT_SYN_CAPTIONS_REGEX = f"^{SYN_CAPTIONS}$"  # today's single set
+
+
+class SkippedSample(ValueError):
+    """A readable sample that a filter leaves out; skipped and counted like a corrupt one."""
+
+
+def is_synthetic_caption_set(column: str) -> bool:
+    return column == SYN_CAPTIONS or column.startswith(SYN_CAPTIONS_PREFIX)
+
+
+def synthetic_embedding_column(caption_set: str) -> str | None:
+    """The column of a set's teacher embeddings; None for `syn_captions`, whose embeddings are `text_emb[1:]`."""
+    if caption_set == SYN_CAPTIONS:
+        return None
+    return SYN_EMBEDDINGS_PREFIX + caption_set[len(SYN_CAPTIONS_PREFIX):]
+
+
+def synthetic_caption_sets(column_names: list[str] | None, regex: str, source: str = "dataset") -> tuple[str, ...]:
+    """The synthetic-caption set columns whose names `regex` matches (`re.match`, as Apple's loader), sorted."""
+    candidates = sorted(c for c in column_names or () if is_synthetic_caption_set(c))
+    matched = tuple(c for c in candidates if re.match(regex, c))
+    if not matched:
+        raise ValueError(f"syn_captions_regex {regex!r} matches none of the synthetic-caption columns {candidates} of "
+                         f"{source!r} (sets are `{SYN_CAPTIONS}` and `{SYN_CAPTIONS_PREFIX}<name>`)")
+    return matched
 
 
 @dataclass(frozen=True)
@@ -167,6 +206,13 @@ class SampleTransform:
         teacher: image spec of the live teachers (online_distill only).
         teacher_tokenize: the teachers' tokenizer (online_distill only).
         crop_scale: RandomResizedCrop area range of the clip recipe.
+        syn_sets: synthetic-caption set columns to sample from (`synthetic_caption_sets`). Default: `syn_captions`
+            for the reinforced recipe, none for online_distill (then the teachers see the real caption only).
+        mix_synthetic_ratio: None, or the probability that the contrastive caption (and its teacher embedding) is the
+            sample's synthetic caption instead of the real one; then there is no separate synthetic-caption batch.
+        sample_sequential: the stored augmentation and the synthetic caption are number `epoch mod K` (resp. the
+            set's size) instead of uniform draws; the set itself is still drawn, as in Apple's loader.
+        min_image_size: skip (`SkippedSample`) images whose shorter side is smaller.
     """
 
     def __init__(
@@ -179,34 +225,97 @@ class SampleTransform:
         teacher: ImageSpec | None = None,
         teacher_tokenize: Tokenize | None = None,
         crop_scale: tuple[float, float] = CLIP_CROP_SCALE,
+        syn_sets: tuple[str, ...] | None = None,
+        mix_synthetic_ratio: float | None = None,
+        sample_sequential: bool = False,
+        min_image_size: int | None = None,
     ):
         self.recipe, self.student, self.tokenize, self.seed = recipe, student, tokenize, seed
         self.reinforcement, self.teacher, self.teacher_tokenize = reinforcement, teacher, teacher_tokenize
         self.crop_scale = tuple(crop_scale)
+        if syn_sets is None:
+            syn_sets = (SYN_CAPTIONS,) if recipe == "reinforced" else ()
+        if recipe == "clip" and syn_sets:
+            raise ValueError("the clip recipe reads no synthetic captions")
+        # A reinforced dataset with N = 0 stores an empty `syn_captions`: then it is no set to draw from.
+        empty = recipe == "reinforced" and reinforcement.num_synthetic_captions == 0
+        self.syn_sets = tuple(s for s in syn_sets if not (empty and s == SYN_CAPTIONS))
+        if (mix_synthetic_ratio is not None or sample_sequential) and not self.syn_sets:
+            raise ValueError("mixing or sequential sampling of synthetic captions needs a set of them, got none "
+                             f"(syn_sets {syn_sets}, recipe {recipe})")
+        self.mix_synthetic_ratio, self.sample_sequential = mix_synthetic_ratio, sample_sequential
+        self.min_image_size = min_image_size
 
     def __call__(self, row: dict, uid: str, epoch: int) -> dict[str, torch.Tensor]:
         sample_seed = seed_for_key(f"{epoch}:{uid}", self.seed)
         generator = torch.Generator().manual_seed(sample_seed)
         image = decode_image(row["image"])
+        if self.min_image_size and min(image.size) < self.min_image_size:  # open_clip_v2.patch `filter_small_image`
+            raise SkippedSample(f"image {image.width}x{image.height} is smaller than {self.min_image_size}")
         caption = str(row["caption"])
         if self.recipe == "reinforced":
-            return self._reinforced(row, image, caption, generator)
+            return self._reinforced(row, image, caption, generator, epoch)
         if self.recipe == "clip":
             # Plain CLIP baseline: open_clip's RandomResizedCrop, drawn from the per-sample generator.
             i, j, h, w = sample_crop((image.height, image.width), generator, scale=self.crop_scale)
             crop = TF.resized_crop(image, i, j, h, w, [self.student.size] * 2, _interpolation(self.student))
             return {"pixel_values": self.student.to_tensor(crop), "input_ids": self.tokenize([caption])[0]}
         # online_distill: a fresh DataCompDR-style augmentation (RRC + RandAugment), shown to the student and, at the
-        # teachers' resolution, to the teachers, like dataset_builder does offline.
+        # teachers' resolution, to the teachers, like dataset_builder does offline. The caption draws come from the
+        # generator, which the augmentation (seeded by sample_seed itself) does not use.
         params = sample_augmentations((image.height, image.width), 1, sample_seed)[0]
-        return {
+        texts = [caption]
+        if self.syn_sets:
+            syn_set, syn_idx, use_syn = self._synthetic_choice(row, generator, epoch)
+            texts = self._mix([caption], [str(row[syn_set][syn_idx])], use_syn)
+        tokens, teacher_tokens = self.tokenize(texts), self.teacher_tokenize(texts)
+        sample = {
             "pixel_values": self.student.to_tensor(self._replay(image, params, self.student)),
-            "input_ids": self.tokenize([caption])[0],
+            "input_ids": tokens[0],
             "teacher_pixel_values": self.teacher.to_tensor(self._replay(image, params, self.teacher)),
-            "teacher_input_ids": self.teacher_tokenize([caption])[0],
+            "teacher_input_ids": teacher_tokens[0],
         }
+        if len(texts) > 1:  # the teachers embed the synthetic caption live, as the reinforced data stores it
+            sample.update(syn_input_ids=tokens[1], teacher_syn_input_ids=teacher_tokens[1])
+        return sample
 
-    def _reinforced(self, row: dict, image: Image.Image, caption: str, generator: torch.Generator) -> dict:
+    def _synthetic_choice(self, row: dict, generator: torch.Generator, epoch: int) -> tuple[str, int, bool]:
+        """(set, caption index, whether it replaces the real caption) for this sample.
+
+        The draws after the stored augmentation's, in this order: the set (only when several are non-empty, so that
+        one set draws exactly what a single `syn_captions` did), the caption, then the mixing coin.
+        """
+        sets = [s for s in self.syn_sets if len(row[s])]
+        if not sets:
+            raise ValueError(f"no synthetic caption in any of {list(self.syn_sets)}")
+        syn_set = sets[int(torch.randint(len(sets), (1,), generator=generator))] if len(sets) > 1 else sets[0]
+        size = len(row[syn_set])
+        syn_idx = epoch % size if self.sample_sequential else int(torch.randint(size, (1,), generator=generator))
+        ratio = self.mix_synthetic_ratio
+        use_syn = ratio is not None and float(torch.rand(1, generator=generator)) < ratio
+        return syn_set, syn_idx, use_syn
+
+    def _mix(self, real: list, synthetic: list, use_syn: bool) -> list:
+        """[real, synthetic] items; with mixing only the contrastive one, the synthetic if `use_syn` (Apple drops the
+        separate synthetic batch: "no double loss on gt/syn captions")."""
+        if self.mix_synthetic_ratio is None:
+            return real + synthetic
+        return synthetic if use_syn else real
+
+    def _synthetic_embeddings(self, row: dict, text_emb: np.ndarray) -> dict[str, np.ndarray]:
+        """Each set's stored teacher embeddings, checked against its captions."""
+        info, found = self.reinforcement, {}
+        for syn_set in self.syn_sets:
+            column = synthetic_embedding_column(syn_set)
+            emb = text_emb[1:] if column is None else np.asarray(row[column])
+            want = (len(row[syn_set]), info.embedding_dim)
+            if emb.shape != want and not (len(row[syn_set]) == 0 and emb.size == 0):
+                raise ValueError(f"{column or 'text_emb[1:]'} has shape {emb.shape}, expected {want} ({syn_set})")
+            found[syn_set] = emb
+        return found
+
+    def _reinforced(self, row: dict, image: Image.Image, caption: str, generator: torch.Generator,
+                    epoch: int) -> dict:
         info = self.reinforcement
         aug_params = json.loads(row["aug_params"])
         image_emb, text_emb = np.asarray(row["image_emb"]), np.asarray(row["text_emb"])
@@ -220,12 +329,18 @@ class SampleTransform:
         for name, (got, want) in expected.items():
             if got != want:
                 raise ValueError(f"{name} has shape/length {got}, expected {want} (reinforcement.json)")
-        aug_idx = int(torch.randint(info.num_augmentations, (1,), generator=generator))
-        texts, rows = [caption], [image_emb[aug_idx], text_emb[0]]
-        if info.num_synthetic_captions:  # a dataset may have none (N = 0): then only the real-caption batch
-            syn_idx = int(torch.randint(info.num_synthetic_captions, (1,), generator=generator))
-            texts, rows = texts + [str(syn_captions[syn_idx])], rows + [text_emb[1 + syn_idx]]
-        tokens, teacher = self.tokenize(texts), torch.from_numpy(np.stack(rows)).float()
+        syn_emb = self._synthetic_embeddings(row, text_emb)
+        # Sequential: the k-th epoch replays stored augmentation k mod K (Apple's `shared_epoch % len(param_aug)`).
+        if self.sample_sequential:
+            aug_idx = epoch % info.num_augmentations
+        else:
+            aug_idx = int(torch.randint(info.num_augmentations, (1,), generator=generator))
+        texts, rows = [caption], [text_emb[0]]
+        if self.syn_sets:  # a dataset may have none (N = 0): then only the real-caption batch
+            syn_set, syn_idx, use_syn = self._synthetic_choice(row, generator, epoch)
+            texts = self._mix(texts, [str(row[syn_set][syn_idx])], use_syn)
+            rows = self._mix(rows, [syn_emb[syn_set][syn_idx]], use_syn)
+        tokens, teacher = self.tokenize(texts), torch.from_numpy(np.stack([image_emb[aug_idx], *rows])).float()
         if not torch.isfinite(teacher).all():
             raise ValueError("non-finite teacher embedding")
         sample = {
@@ -234,7 +349,7 @@ class SampleTransform:
             "teacher_image_embeds": teacher[0],
             "teacher_text_embeds": teacher[1],
         }
-        if info.num_synthetic_captions:
+        if len(texts) > 1:
             sample.update(syn_input_ids=tokens[1], teacher_syn_text_embeds=teacher[2])
         return sample
 
@@ -250,7 +365,8 @@ def _interpolation(spec: ImageSpec) -> InterpolationMode:
 
 def _warn_corrupt(count: int, uid: str, error: Exception) -> None:
     if count <= _MAX_WARNINGS:
-        logger.warning("Skipping corrupt sample %s: %s: %s", uid, type(error).__name__, error)
+        kind = "filtered" if isinstance(error, SkippedSample) else "corrupt"
+        logger.warning("Skipping %s sample %s: %s: %s", kind, uid, type(error).__name__, error)
 
 
 class MapStyleDataset(torch.utils.data.Dataset):
@@ -276,7 +392,8 @@ class MapStyleDataset(torch.utils.data.Dataset):
                 _warn_corrupt(self._skipped, f"row {row_index}", error)
                 continue
             return {**sample, "num_skipped": offset}
-        raise RuntimeError(f"{MAX_CONSECUTIVE_CORRUPT} consecutive corrupt rows from row {index}: is the data broken?")
+        raise RuntimeError(f"{MAX_CONSECUTIVE_CORRUPT} consecutive corrupt or filtered rows from row {index}: is the "
+                           "data broken, or does filter_image_size leave out nearly every image?")
 
 
 class StreamingDataset(torch.utils.data.IterableDataset):
@@ -362,20 +479,29 @@ def load_train_dataset(
     rank: int,
     world_size: int,
     cache_dir: str | None = None,
+    syn_sets: tuple[str, ...] = (),
 ):
     """Loads the raw rows: a map-style `Dataset`, or a shuffled `IterableDataset` already split for this rank.
 
     Images are kept encoded (`Image(decode=False)`) so that they are decoded in the workers, where a failure can be
     caught per sample. Embeddings come as NumPy arrays: per-example Python lists of floats are ~4x slower (§4.4).
+    `syn_sets` are synthetic-caption set columns to keep besides the recipe's (`synthetic_caption_sets`), with
+    their embedding columns for the reinforced recipe.
     """
     dataset = load_rows(source, split, streaming, cache_dir=cache_dir)
     check_columns(dataset.column_names, recipe, source)
-    needed = list(REQUIRED_COLUMNS[recipe]) + (["key"] if "key" in dataset.column_names else [])
+    extra = [c for c in syn_sets if c not in REQUIRED_COLUMNS[recipe]]
+    if recipe == "reinforced":
+        extra += [c for c in map(synthetic_embedding_column, syn_sets) if c]
+    if missing := [c for c in extra if c not in dataset.column_names]:
+        raise ValueError(f"Dataset {source!r} lacks the synthetic-caption column(s) {missing} (each set "
+                         f"`{SYN_CAPTIONS_PREFIX}<name>` needs its embeddings in `{SYN_EMBEDDINGS_PREFIX}<name>`)")
+    needed = list(REQUIRED_COLUMNS[recipe]) + extra + (["key"] if "key" in dataset.column_names else [])
     if streaming and set(dataset.column_names) - set(needed):
         # Reload with a projection pushed down to parquet: select_columns would still read every column (§4.5).
         dataset = load_dataset(source, split=split, streaming=True, columns=needed)
     dataset = dataset.select_columns(needed).cast_column("image", ImageFeature(decode=False))
-    numeric = [c for c in ("image_emb", "text_emb") if c in needed]
+    numeric = [c for c in needed if c in ("image_emb", "text_emb") or c.startswith(SYN_EMBEDDINGS_PREFIX)]
     if not streaming:
         return dataset.with_format("numpy", columns=numeric, output_all_columns=True) if numeric else dataset
     if numeric:
@@ -408,12 +534,14 @@ def build_train_dataloader(
 
 __all__ = [
     "CLIP_CROP_SCALE",
+    "DEFAULT_SYN_CAPTIONS_REGEX",
     "RECIPES",
     "REQUIRED_COLUMNS",
     "ImageSpec",
     "MapStyleDataset",
     "Reinforcement",
     "SampleTransform",
+    "SkippedSample",
     "StreamingDataset",
     "Tokenize",
     "build_train_dataloader",
@@ -422,4 +550,6 @@ __all__ = [
     "decode_image",
     "load_rows",
     "load_train_dataset",
+    "synthetic_caption_sets",
+    "synthetic_embedding_column",
 ]

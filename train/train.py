@@ -52,6 +52,7 @@ from modeling_mobileclip.modelcard import eval_entries, model_card
 from modeling_mobileclip.paths import looks_like_local_path
 from train.data import (
     CLIP_CROP_SCALE,
+    DEFAULT_SYN_CAPTIONS_REGEX,
     RECIPES,
     ImageSpec,
     Reinforcement,
@@ -59,7 +60,9 @@ from train.data import (
     StreamingDataset,
     Tokenize,
     build_train_dataloader,
+    load_rows,
     load_train_dataset,
+    synthetic_caption_sets,
 )
 from train.evaluate import TEMPLATES, context_length, load_eval_task, load_model_and_processor, run_eval_tasks
 from train.loss import ReinforcedCLIPLoss
@@ -91,6 +94,16 @@ class TrainConfig:
     teacher_models: list[str] = field(default_factory=list)  # online_distill: teacher folders (same input size)
     teacher_logit_scale: float | list[float] | None = None  # None: reinforcement.json's, or 100 for online_distill
     loss_weights: list[float] = field(default_factory=lambda: [0.0, 1.0])  # (w_clip, w_distill), paper's (1-λ, λ)
+    # Apple's v2 data options (open_clip_v2.patch `--dataset-reinforcement-*`); the defaults are the v1 loader's.
+    # Synthetic-caption sets to sample from, by column name (`re.match`): `syn_captions` (embeddings text_emb[1:]) and
+    # `syn_captions_<name>` (embeddings syn_text_emb_<name>), Apple's syn.json keys `syn_text`, `syn_text_<name>`;
+    # one matched set is drawn per sample, then one caption of it. Apple's default `^syn_text.*$` is `^syn_captions`.
+    syn_captions_regex: str = DEFAULT_SYN_CAPTIONS_REGEX
+    mix_synthetic: bool = False  # the contrastive caption is the synthetic one with mix_synthetic_ratio, else the
+    mix_synthetic_ratio: float = 0.0  # real one, and there is no separate synthetic-caption batch (0: all real)
+    sample_sequential: bool = False  # epoch e uses stored augmentation e mod K and synthetic caption e mod N
+    filter_image_size: int | None = None  # skip (and count) samples whose stored image has a shorter side below this
+    online_distill_syn_captions: bool = False  # online_distill: the teachers also embed a synthetic caption per sample
     # Optimisation (OpenCLIP AdamW, warmup then cosine)
     global_batch_size: int = 8192  # = per-device batch x processes x gradient_accumulation_steps
     gradient_accumulation_steps: int = 1  # note: each micro-batch only sees its own negatives (§5.1)
@@ -154,7 +167,7 @@ _CHOICES = {
     "interpolation": ("bilinear", "bicubic", "nearest"),
 }
 _POSITIVE = ("global_batch_size", "gradient_accumulation_steps", "train_steps", "log_every", "eval_batch_size",
-             "shuffle_buffer_size", "stop_after_steps", "save_total_limit", "eval_max_samples")
+             "shuffle_buffer_size", "stop_after_steps", "save_total_limit", "eval_max_samples", "filter_image_size")
 _NON_NEGATIVE = ("warmup_steps", "max_grad_norm", "save_every", "eval_every", "num_workers")
 
 
@@ -198,6 +211,7 @@ def _value_errors(cfg: TrainConfig) -> list[str]:
         errors.append(f"teacher_logit_scale must be > 0 (one, or one per teacher), got {cfg.teacher_logit_scale}")
     if cfg.recipe == "online_distill" and not cfg.teacher_models:
         errors.append("recipe online_distill needs teacher_models (folders of MobileCLIP/CLIP models)")
+    errors += _synthetic_caption_errors(cfg, checked)
     if isinstance(cfg.eval_templates, str) and cfg.eval_templates not in TEMPLATES:
         errors.append(f"eval_templates must be one of {sorted(TEMPLATES)} or a list, got {cfg.eval_templates!r}")
     trackers = [t for t in cfg.report_to if t != "none"]
@@ -206,6 +220,30 @@ def _value_errors(cfg: TrainConfig) -> list[str]:
     # accelerate silently drops a known tracker whose package is missing.
     elif missing := [t for t in trackers if t not in map(str, get_available_trackers())]:
         errors.append(f"report_to: {missing} requested but not installed (pip install {' '.join(missing)})")
+    return errors
+
+
+def _synthetic_caption_errors(cfg: TrainConfig, checked) -> list[str]:
+    """The v2 synthetic-caption options: valid values, and only where the recipe reads synthetic captions."""
+    errors = []
+    try:
+        re.compile(cfg.syn_captions_regex)
+    except re.error as error:
+        errors.append(f"syn_captions_regex is not a valid regular expression: {cfg.syn_captions_regex!r} ({error})")
+    if checked("mix_synthetic_ratio") and not 0 <= cfg.mix_synthetic_ratio <= 1:
+        errors.append(f"mix_synthetic_ratio must be in [0, 1], got {cfg.mix_synthetic_ratio}")
+    elif cfg.mix_synthetic_ratio and not cfg.mix_synthetic:  # a ratio alone would silently change nothing
+        errors.append(f"mix_synthetic_ratio {cfg.mix_synthetic_ratio} needs mix_synthetic: true")
+    if cfg.online_distill_syn_captions and cfg.recipe != "online_distill":
+        errors.append(f"online_distill_syn_captions is for recipe online_distill (recipe {cfg.recipe!r}; the "
+                      "reinforced recipe always reads synthetic captions)")
+    reads_synthetic = cfg.recipe == "reinforced" or (cfg.recipe == "online_distill" and cfg.online_distill_syn_captions)
+    used = [k for k, default in (("syn_captions_regex", DEFAULT_SYN_CAPTIONS_REGEX), ("mix_synthetic", False),
+                                 ("sample_sequential", False)) if getattr(cfg, k) != default]
+    if used and not reads_synthetic:
+        where = ("recipe online_distill without online_distill_syn_captions: true" if cfg.recipe == "online_distill"
+                 else f"recipe {cfg.recipe!r}")
+        errors.append(f"{', '.join(used)} set, but {where} reads no synthetic captions")
     return errors
 
 
@@ -340,31 +378,48 @@ def build_train_data(cfg, accelerator, processor, batch_size, teacher_spec=None,
     """The training DataLoader and the dataset's reinforcement metadata (None unless the recipe is reinforced)."""
     streaming = cfg.streaming if cfg.streaming is not None else not os.path.isdir(cfg.train_dataset)
     reinforcement = Reinforcement.load(cfg.train_dataset) if cfg.recipe == "reinforced" else None
+    syn_sets = ()
+    if cfg.recipe == "reinforced" or cfg.online_distill_syn_captions:
+        # The column names only: a streamed view reads no rows (and no Arrow cache is written).
+        columns = load_rows(cfg.train_dataset, cfg.train_split, streaming=True).column_names
+        syn_sets = synthetic_caption_sets(columns, cfg.syn_captions_regex, cfg.train_dataset)
     with accelerator.main_process_first():  # the first process writes datasets' Arrow cache, the others reuse it
         dataset = load_train_dataset(
             cfg.train_dataset, cfg.train_split, cfg.recipe, streaming, cfg.seed, cfg.shuffle_buffer_size,
-            accelerator.process_index, accelerator.num_processes, cfg.dataset_cache_dir,
+            accelerator.process_index, accelerator.num_processes, cfg.dataset_cache_dir, syn_sets,
         )
     student = ImageSpec.from_image_processor(processor.image_processor, cfg.interpolation)
     tokenize = Tokenize(processor.tokenizer, processor.tokenizer.model_max_length)
-    transform = SampleTransform(cfg.recipe, student, tokenize, cfg.seed, reinforcement, teacher_spec, teacher_tokenize,
-                                cfg.crop_scale)
+    transform = SampleTransform(
+        cfg.recipe, student, tokenize, cfg.seed, reinforcement, teacher_spec, teacher_tokenize, cfg.crop_scale,
+        syn_sets=syn_sets, mix_synthetic_ratio=cfg.mix_synthetic_ratio if cfg.mix_synthetic else None,
+        sample_sequential=cfg.sample_sequential, min_image_size=cfg.filter_image_size,
+    )
     return build_train_dataloader(dataset, transform, batch_size, cfg.num_workers, streaming), reinforcement
 
 
 @torch.no_grad()
 def teacher_embeddings(teachers: list, batch: dict, accelerator) -> dict[str, torch.Tensor]:
     """Online distillation targets: each teacher's L2-normalised embeddings, concatenated in teacher order (the
-    layout of stored DataCompDR embeddings)."""
+    layout of stored DataCompDR embeddings), of the images, the real captions and, if the batch has them, the
+    synthetic captions (one text pass over both, as open_clip_v2.patch runs its `dist_model`)."""
+    input_ids = batch["teacher_input_ids"]
+    if "teacher_syn_input_ids" in batch:
+        input_ids = torch.cat([input_ids, batch["teacher_syn_input_ids"]])
     images, texts = [], []
     with accelerator.autocast():
         for teacher in teachers:
             images.append(teacher.get_image_features(pixel_values=batch["teacher_pixel_values"]).pooler_output)
-            texts.append(teacher.get_text_features(input_ids=batch["teacher_input_ids"]).pooler_output)
-    return {
+            texts.append(teacher.get_text_features(input_ids=input_ids).pooler_output)
+    text = torch.cat([F.normalize(x.float(), dim=-1) for x in texts], dim=1)
+    n = batch["teacher_input_ids"].shape[0]
+    targets = {
         "teacher_image_embeds": torch.cat([F.normalize(x.float(), dim=-1) for x in images], dim=1),
-        "teacher_text_embeds": torch.cat([F.normalize(x.float(), dim=-1) for x in texts], dim=1),
+        "teacher_text_embeds": text[:n],
     }
+    if len(text) > n:
+        targets["teacher_syn_text_embeds"] = text[n:]
+    return targets
 
 
 def compute_loss(model, batch: dict, loss_fn, teachers: list, accelerator) -> dict[str, torch.Tensor]:
