@@ -36,7 +36,7 @@ from train.evaluate import load_model_and_processor
 from train.train import TrainConfig, build_train_data, compute_loss, load_config, teacher_embeddings, training_function
 
 from conftest import tiny_config
-from test_train import DIMS, K, N, REPO, base_config, make_dataset, read_metrics, reset_accelerate  # noqa: F401
+from test_train import DIMS, K, N, REPO, base_config, make_dataset, read_metrics
 
 M = 3  # captions of the second set, `syn_captions_coco`
 D = sum(DIMS)
@@ -86,9 +86,9 @@ def load(assets, name="two_sets", syn_sets=("syn_captions", "syn_captions_coco")
 
 
 def transform(recipe="reinforced", **kwargs) -> SampleTransform:
-    teacher = dict(teacher=ImageSpec(24, "bicubic"), teacher_tokenize=Tokenize(MobileCLIPTokenizer(), 12))
-    return SampleTransform(recipe, SPEC, TOKENIZE, SEED, INFO if recipe == "reinforced" else None,
-                           **(teacher if recipe == "online_distill" else {}), **kwargs)
+    if recipe == "online_distill":
+        kwargs.update(teacher=ImageSpec(24, "bicubic"), teacher_tokenize=Tokenize(MobileCLIPTokenizer(), 12))
+    return SampleTransform(recipe, SPEC, TOKENIZE, SEED, INFO if recipe == "reinforced" else None, **kwargs)
 
 
 def generator(uid, epoch) -> torch.Generator:
@@ -100,7 +100,10 @@ def draw(g, n) -> int:
 
 
 def set_embeddings(row, syn_set):
-    return np.asarray(row["text_emb"])[1:] if syn_set == "syn_captions" else np.asarray(row[f"syn_text_emb_{syn_set[13:]}"])
+    # The layout: `syn_captions` -> text_emb[1:], `syn_captions_<name>` -> syn_text_emb_<name>.
+    if syn_set == "syn_captions":
+        return np.asarray(row["text_emb"])[1:]
+    return np.asarray(row["syn_text_emb_" + syn_set.removeprefix("syn_captions_")])
 
 
 def assert_tokens(ids, text):
@@ -189,8 +192,10 @@ def test_streamed_sets_keep_their_embeddings(assets, monkeypatch):
     stream = iter(StreamingDataset(rows, transform(syn_sets=("syn_captions_coco",))))
     for _ in range(10):
         sample = next(stream)
-        row = next(r for r in stored.values() if np.allclose(np.float32(r["text_emb"][0]), sample["teacher_text_embeds"]))
-        j = [i for i, c in enumerate(row["syn_captions_coco"]) if torch.equal(TOKENIZE([c])[0], sample["syn_input_ids"])]
+        real = sample["teacher_text_embeds"]
+        row = next(r for r in stored.values() if np.allclose(np.float32(r["text_emb"][0]), real))
+        syn = sample["syn_input_ids"]
+        j = [i for i, c in enumerate(row["syn_captions_coco"]) if torch.equal(TOKENIZE([c])[0], syn)]
         assert len(j) == 1
         assert_embedding(sample["teacher_syn_text_embeds"], np.float32(row["syn_text_emb_coco"][j[0]]))
 
@@ -411,23 +416,31 @@ def test_build_train_data_resolves_the_sets(assets):
         build_train_data(cfg, stub, processor, 4)
 
 
-def test_training_with_the_v2_options(assets, tmp_path, reset_accelerate):  # noqa: F811
-    # Reinforced: two sets, mixing, sequential augmentations and a size filter that leaves out 2 rows in 5.
-    output = tmp_path / "reinforced"
-    training_function(TrainConfig(**base_config(
-        assets, output, train_dataset=assets["two_sets"], train_steps=2, save_every=0, syn_captions_regex="^syn_c",
-        mix_synthetic=True, mix_synthetic_ratio=0.5, sample_sequential=True, filter_image_size=42)))
-    _, steps = read_metrics(output / "metrics.jsonl")
-    assert all(np.isfinite(steps[s]["train/loss"]) for s in (1, 2))
-    # Rows 0, 1, 5, 6, 10, 11, 15 are left out; each epoch (= step) their indices skip 2, 1, 2, 1, 2, 1 and 3 rows.
-    assert steps[1]["train/skipped_samples"] == 12 and steps[2]["train/skipped_samples"] == 24
-    # Online distillation of a synthetic caption per sample.
+def run(assets, output, **overrides) -> dict[int, dict]:
     from accelerate.state import AcceleratorState
 
-    AcceleratorState._reset_state(reset_partial_state=True)
-    output = tmp_path / "online"
-    training_function(TrainConfig(**base_config(
-        assets, output, recipe="online_distill", train_dataset=assets["two_sets"], teacher_models=[assets["teacher"]],
-        online_distill_syn_captions=True, syn_captions_regex="^syn_captions_coco$", train_steps=2, save_every=0)))
-    _, steps = read_metrics(output / "metrics.jsonl")
-    assert steps[2]["train/distill_loss"] > 0 and os.path.isfile(output / "model.safetensors")
+    training_function(TrainConfig(**base_config(assets, output, **overrides)))
+    AcceleratorState._reset_state(reset_partial_state=True)  # the next in-process run builds a fresh Accelerator
+    return read_metrics(output / "metrics.jsonl")[1]
+
+
+def test_training_with_the_v2_options_resumes_exactly(assets, tmp_path):
+    # Reinforced: two sets, mixing, sequential augmentations and a size filter that leaves out 7 rows of 16. One step
+    # is one epoch, so each step replays other augmentations; a resumed run must make the same choices.
+    options = dict(train_dataset=assets["two_sets"], train_steps=4, save_every=2, syn_captions_regex="^syn_c",
+                   mix_synthetic=True, mix_synthetic_ratio=0.5, sample_sequential=True, filter_image_size=42)
+    steps = run(assets, tmp_path / "full", **options)
+    assert all(np.isfinite(steps[s]["train/loss"]) for s in range(1, 5))
+    # Rows 0, 1, 5, 6, 10, 11, 15 are left out; each epoch their indices skip 2, 1, 2, 1, 2, 1 and 3 rows.
+    assert [steps[s]["train/skipped_samples"] for s in range(1, 5)] == [12, 24, 36, 48]
+    run(assets, tmp_path / "crashed", stop_after_steps=2, **options)
+    resumed = run(assets, tmp_path / "crashed", resume_from_checkpoint="latest", **options)
+    for step in range(1, 5):
+        assert resumed[step]["train/loss"] == pytest.approx(steps[step]["train/loss"], abs=1e-6, rel=0), step
+    assert resumed[4]["train/skipped_samples"] == 48
+
+    # Online distillation of a synthetic caption per sample.
+    steps = run(assets, tmp_path / "online", recipe="online_distill", train_dataset=assets["two_sets"],
+                teacher_models=[assets["teacher"]], online_distill_syn_captions=True,
+                syn_captions_regex="^syn_captions_coco$", train_steps=2, save_every=0)
+    assert steps[2]["train/distill_loss"] > 0 and os.path.isfile(tmp_path / "online" / "model.safetensors")
