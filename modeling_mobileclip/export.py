@@ -30,7 +30,7 @@ import warnings
 import torch
 from torch import nn
 
-from .configuration_mobileclip import MobileCLIPConfig, MobileCLIPTextConfig, MobileCLIPVisionConfig, get_variant
+from .configuration_mobileclip import MobileCLIPConfig, MobileCLIPTextConfig, MobileCLIPVisionConfig
 from .modeling_mobileclip import (
     MobileCLIPModel,
     MobileCLIPPreTrainedModel,
@@ -40,7 +40,7 @@ from .modeling_mobileclip import (
 
 logger = logging.getLogger(__name__)
 
-SUPPORTED_FORMATS = ("onnx", "coreml")
+SUPPORTED_FORMATS = ("onnx", "onnx-int8", "coreml")
 EXPORTERS = ("auto", "dynamo", "torchscript")
 DEFAULT_OPSET = 18
 DEFAULT_ATOL = 1e-4
@@ -49,6 +49,16 @@ VERIFY_BATCH_SIZES = (1, 3)
 # Batch of the example input the graph is traced with; torch.export specialises sizes 0 and 1, so not 1.
 EXAMPLE_BATCH = 2
 CONFIG_NAME = "export_config.json"
+# An int8 graph is kept only if every held-out real image and text keeps at least this cosine similarity to the float32
+# embedding (zero-shot answers are then nearly always unchanged; benchmarks/precision.py measures how often).
+INT8_MIN_COSINE = 0.99
+# Captions to calibrate and check the int8 text encoder with when the caller gives none: varied lengths and words.
+DEFAULT_CALIBRATION_TEXTS = tuple(
+    template.format(noun)
+    for template in ("a photo of a {}.", "a close-up photo of the {} on a wooden table", "{}",
+                     "a blurry low resolution picture of a small {} next to a window, taken at night")
+    for noun in ("dog", "cat", "car", "tree", "person riding a bicycle", "bowl of soup", "red shoe", "city street")
+)
 # `from_pretrained` class for each model_type a MobileCLIP folder's config.json can have.
 MODEL_CLASSES = {
     MobileCLIPConfig.model_type: MobileCLIPModel,
@@ -254,28 +264,32 @@ def _prepare(model: MobileCLIPPreTrainedModel) -> MobileCLIPPreTrainedModel:
     return model
 
 
+PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")  # an image processor's, a processor's
+
+
+def saved_image_processor(model, model_dir: str | None = None):
+    """The image processor saved beside the model (alone or in a processor), else the variant's, else None."""
+    from .image_processing_mobileclip import MobileCLIPImageProcessor
+
+    model_dir = model_dir or getattr(model, "name_or_path", None)
+    if model_dir and any(os.path.isfile(os.path.join(model_dir, f)) for f in PROCESSOR_FILES):
+        return MobileCLIPImageProcessor.from_pretrained(model_dir), "saved processor"
+    if getattr(model.config, "variant", None):
+        return MobileCLIPImageProcessor.from_variant(model.config.variant), f"variant {model.config.variant}"
+    return None, None
+
+
 def preprocessing_info(model: MobileCLIPPreTrainedModel, model_dir: str | None = None) -> dict:
-    """What the image processor does before the image encoder: from the folder's `preprocessor_config.json` when
-    there is one, else from the variant table, else unknown (`None`)."""
+    """What the image processor does before the image encoder (`saved_image_processor`), or unknown (`None`)."""
     vision_config, _ = _tower_configs(model)
     info = dict(image_size=vision_config.image_size if vision_config else None, rescale_factor=1 / 255,
                 image_mean=None, image_std=None, resample=None, source=None)
-    model_dir = model_dir or getattr(model, "name_or_path", None)
-    processor_file = os.path.join(model_dir, "preprocessor_config.json") if model_dir else None
-    if processor_file and os.path.isfile(processor_file):
-        with open(processor_file) as f:
-            processor = json.load(f)
-        processor = processor.get("image_processor", processor)
-        normalize = processor.get("do_normalize", True)
-        info.update(image_mean=processor.get("image_mean") if normalize else None,
-                    image_std=processor.get("image_std") if normalize else None,
-                    rescale_factor=processor.get("rescale_factor", 1 / 255), resample=processor.get("resample"),
-                    source="preprocessor_config.json")
-    elif getattr(model.config, "variant", None):
-        preprocess = get_variant(model.config.variant)["preprocess"]
-        mean, std = preprocess["image_mean"], preprocess["image_std"]
-        info.update(image_mean=list(mean) if mean else None, image_std=list(std) if std else None,
-                    resample=preprocess["resample"], source=f"variant {model.config.variant}")
+    processor, source = saved_image_processor(model, model_dir)
+    if processor is not None:
+        normalize = processor.do_normalize
+        info.update(image_mean=list(processor.image_mean) if normalize else None,
+                    image_std=list(processor.image_std) if normalize else None,
+                    rescale_factor=processor.rescale_factor, resample=int(processor.resample), source=source)
     return info
 
 
@@ -357,6 +371,97 @@ def export_onnx(model: MobileCLIPPreTrainedModel, output_dir: str, *, opset: int
         files[name] = _export_tower_onnx(available[name], os.path.join(output_dir, f"{name}.onnx"), exporter, opset,
                                          atol)
     config = _export_config(prepared, files, "onnx", model_dir)
+    _write_json(config, os.path.join(output_dir, CONFIG_NAME))
+    return config
+
+
+def _quantize_tower(tower: dict, fp32_path: str, path: str, calibration: torch.Tensor | None, check: torch.Tensor,
+                    min_cosine: float) -> dict:
+    """Quantizes one verified float32 graph to int8 and keeps it only if `check` inputs stay within `min_cosine`.
+
+    With `calibration` inputs: static QDQ quantization (int8 weights per channel, uint8 activations whose ranges are
+    calibrated on them), what convolutions need to run in int8. Without: dynamic quantization (int8 weights,
+    activation ranges computed at run time), the usual choice for transformer text encoders.
+    """
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter(calibration.split(1))
+
+        def get_next(self):
+            batch = next(self.batches, None)
+            return None if batch is None else {tower["input_name"]: batch.numpy()}
+
+    with tempfile.TemporaryDirectory(prefix=f".{os.path.basename(path)}.", dir=os.path.dirname(path)) as tmp:
+        prepared, quantized = os.path.join(tmp, "prepared.onnx"), os.path.join(tmp, "int8.onnx")
+        quant_pre_process(fp32_path, prepared)  # shape inference and graph optimisation, as onnxruntime advises
+        if calibration is not None:
+            quantize_static(prepared, quantized, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        else:
+            quantize_dynamic(prepared, quantized, per_channel=True, weight_type=QuantType.QInt8)
+        with torch.no_grad():
+            expected = tower["module"](check)
+        (actual,) = ort_session(quantized).run([tower["output_name"]], {tower["input_name"]: check.numpy()})
+        cosine = torch.nn.functional.cosine_similarity(torch.from_numpy(actual), expected, dim=-1)
+        if not cosine.min() >= min_cosine:
+            raise ValueError(f"int8 {os.path.basename(path)} differs from float32: cosine similarity of the embeddings "
+                             f"min {cosine.min():.4f} (mean {cosine.mean():.4f}) < {min_cosine} on {len(check)} "
+                             "held-out inputs; nothing was written. Calibrate on more representative images, or "
+                             "export float32.")
+        _make_readable(quantized)
+        os.replace(quantized, path)
+    logger.info("Wrote %s (int8, cosine to float32 min %.4f, mean %.4f)", path, cosine.min(), cosine.mean())
+    return dict(quantization="static QDQ int8, calibrated" if calibration is not None else "dynamic int8",
+                calibration_inputs=0 if calibration is None else len(calibration), check_inputs=len(check),
+                cosine_to_float32={"min": float(cosine.min()), "mean": float(cosine.mean())})
+
+
+def _split_held_out(inputs: torch.Tensor, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Three quarters to calibrate, the rest (at least one) to check on: never checked on what it was fitted to."""
+    if len(inputs) < 2:
+        raise ValueError(f"int8 export needs at least 2 {name} (to calibrate and to check on), got {len(inputs)}")
+    held_out = max(1, len(inputs) // 4)
+    return inputs[:-held_out], inputs[-held_out:]
+
+
+def export_onnx_int8(model: MobileCLIPPreTrainedModel, output_dir: str, *, pixel_values: torch.Tensor | None = None,
+                     input_ids: torch.Tensor | None = None, min_cosine: float = INT8_MIN_COSINE,
+                     towers: tuple[str, ...] | None = None, **onnx_kwargs) -> dict:
+    """Exports int8 ONNX encoders: float32 graphs (`export_onnx`, verified), then quantized with onnxruntime.
+
+    Args:
+        pixel_values: preprocessed real images (as the image processor makes them): three quarters calibrate the
+            image encoder's activation ranges, the rest check it. Required for the image encoder.
+        input_ids: tokenised real captions (padded to the context length), to check the dynamically quantized text
+            encoder on. Required for it.
+        min_cosine: smallest cosine similarity to the float32 embedding allowed on the held-out inputs.
+        onnx_kwargs: `export_onnx`'s `opset`, `exporter`, `atol`, `model_dir`.
+
+    Returns:
+        The contents of `export_config.json`, with each file's quantization and measured cosine similarity.
+    """
+    prepared = _prepare(model)
+    available = encoders(prepared)
+    towers = tuple(towers or available)
+    inputs = {"image_encoder": ("images", pixel_values), "text_encoder": ("texts", input_ids)}
+    for name in towers:
+        if name in inputs and inputs[name][1] is None:
+            raise ValueError(f"int8 export of {name} needs real {inputs[name][0]} to calibrate and check on")
+    os.makedirs(output_dir, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".fp32-", dir=output_dir) as fp32_dir:
+        config = export_onnx(prepared, fp32_dir, towers=towers, **onnx_kwargs)
+        for name in towers:
+            if name == "image_encoder":
+                calibration, check = _split_held_out(pixel_values, "images")
+            else:  # dynamic quantization calibrates nothing: every text checks
+                calibration, check = None, input_ids
+            info = _quantize_tower(available[name], os.path.join(fp32_dir, f"{name}.onnx"),
+                                   os.path.join(output_dir, f"{name}.onnx"), calibration, check, min_cosine)
+            config["files"][name].update(info)
+    config["format"] = "onnx-int8"
     _write_json(config, os.path.join(output_dir, CONFIG_NAME))
     return config
 
@@ -447,6 +552,52 @@ def load_model(model_dir: str) -> MobileCLIPPreTrainedModel:
     return MODEL_CLASSES[model_type].from_pretrained(model_dir)
 
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+
+
+def load_calibration_images(source: str, limit: int) -> list:
+    """Up to `limit` images: the image files under a folder (sorted, recursive), or the `image` column of a local
+    dataset (a parquet file, or a folder `datasets.load_dataset` reads)."""
+    from PIL import Image
+
+    from .image_processing_mobileclip import open_image, to_rgb
+
+    if not os.path.exists(source):
+        raise FileNotFoundError(f"Calibration images {source!r}: no such file or folder.")
+    files = sorted(os.path.join(root, f) for root, _, names in os.walk(source) for f in names
+                   if f.lower().endswith(IMAGE_SUFFIXES)) if os.path.isdir(source) else []
+    if files:
+        return [to_rgb(open_image(f)) for f in files[:limit]]
+    import datasets
+
+    rows = (datasets.load_dataset("parquet", data_files=source, split="train") if source.endswith(".parquet")
+            else datasets.load_dataset(source, split="train"))
+    if "image" not in rows.column_names:
+        raise ValueError(f"Calibration images {source!r}: no image files, and no `image` column ({rows.column_names})")
+    return [to_rgb(image) if isinstance(image, Image.Image) else image
+            for image in rows.select(range(min(limit, len(rows))))["image"]]
+
+
+def calibration_inputs(model_dir: str, model, images: list, texts=DEFAULT_CALIBRATION_TEXTS) -> dict:
+    """`export_onnx_int8`'s `pixel_values` and `input_ids`, preprocessed as the folder's processor does."""
+    from .tokenization_mobileclip import MobileCLIPTokenizer
+
+    vision_config, text_config = _tower_configs(model)
+    inputs = {}
+    if vision_config is not None:
+        processor, _ = saved_image_processor(model, model_dir)
+        if processor is None:
+            raise ValueError(f"{model_dir!r} has no saved processor and no variant: cannot preprocess the calibration "
+                             "images as the model expects")
+        inputs["pixel_values"] = processor(images, return_tensors="pt")["pixel_values"]
+    if text_config is not None:
+        tokenizer = MobileCLIPTokenizer.from_pretrained(model_dir) if os.path.isfile(
+            os.path.join(model_dir, "tokenizer_config.json")) else MobileCLIPTokenizer()
+        inputs["input_ids"] = tokenizer(list(texts), padding="max_length", truncation=True, return_tensors="pt",
+                                        max_length=text_config.max_position_embeddings)["input_ids"]
+    return inputs
+
+
 def export(model: MobileCLIPPreTrainedModel | str, output_dir: str, format: str = "onnx", **kwargs) -> dict:
     """Exports a model (or a saved model folder) in `format`, one of `SUPPORTED_FORMATS`; see `export_onnx`."""
     # Checked before a (slow) model load.
@@ -454,12 +605,13 @@ def export(model: MobileCLIPPreTrainedModel | str, output_dir: str, format: str 
         raise ValueError(f"Unsupported export format {format!r}; supported formats: {', '.join(SUPPORTED_FORMATS)}.")
     if format == "coreml" and importlib.util.find_spec("coremltools") is None:
         raise ImportError(COREML_INSTALL_HINT)
-    if format == "onnx" and "opset" in kwargs:
+    if format.startswith("onnx") and "opset" in kwargs:
         check_opset(kwargs["opset"])
     if isinstance(model, str):
         kwargs.setdefault("model_dir", model)
         model = load_model(model)
-    return (export_onnx if format == "onnx" else export_coreml)(model, output_dir, **kwargs)
+    exporters = {"onnx": export_onnx, "onnx-int8": export_onnx_int8, "coreml": export_coreml}
+    return exporters[format](model, output_dir, **kwargs)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -473,16 +625,37 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--exporter", choices=EXPORTERS, default="auto",
                         help="ONNX exporter; auto = dynamo, then TorchScript if that fails (default %(default)s)")
     parser.add_argument("--atol", type=float, default=DEFAULT_ATOL, help="max abs diff allowed vs eager PyTorch")
+    parser.add_argument("--calibration-images", help="onnx-int8: a folder of real images, or a local dataset with an "
+                                                     "`image` column, to calibrate (3/4) and check (1/4) on")
+    parser.add_argument("--num-calibration-images", type=int, default=64, help="onnx-int8 (default %(default)s)")
+    parser.add_argument("--calibration-texts", help="onnx-int8: a text file of captions, one per line, to check the "
+                                                    "text encoder on (default: built-in captions)")
+    parser.add_argument("--min-cosine", type=float, default=INT8_MIN_COSINE,
+                        help="onnx-int8: least cosine similarity to float32 on held-out inputs (default %(default)s)")
     args = parser.parse_args(argv)
     # Our progress at INFO; the exporter's own optimisation passes log hundreds of INFO lines, kept at WARNING.
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     logger.setLevel(logging.INFO)
 
     kwargs = dict(towers=args.towers)
-    if args.format == "onnx":
+    if args.format.startswith("onnx"):
         kwargs.update(opset=args.opset, exporter=args.exporter, atol=args.atol)
     try:
-        config = export(args.model, args.output, format=args.format, **kwargs)
+        model = args.model
+        if args.format == "onnx-int8":
+            if not args.calibration_images and args.towers != ["text_encoder"]:
+                parser.error("--format onnx-int8 needs --calibration-images (real images to calibrate on)")
+            check_opset(args.opset)
+            model = load_model(args.model)
+            images = load_calibration_images(args.calibration_images, args.num_calibration_images) \
+                if args.calibration_images else []
+            texts = DEFAULT_CALIBRATION_TEXTS
+            if args.calibration_texts:
+                with open(args.calibration_texts) as f:
+                    texts = [line.strip() for line in f if line.strip()]
+            kwargs.update(calibration_inputs(args.model, model, images, texts), min_cosine=args.min_cosine,
+                          model_dir=args.model)
+        config = export(model, args.output, format=args.format, **kwargs)
     except (ValueError, FileNotFoundError, ImportError) as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     logger.info("Exported %s to %s", ", ".join(config["files"]), args.output)
@@ -497,6 +670,9 @@ __all__ = [
     "EXPORTERS",
     "ImageEncoder",
     "SUPPORTED_FORMATS",
+    "calibration_inputs",
+    "export_onnx_int8",
+    "load_calibration_images",
     "TextEncoder",
     "check_opset",
     "encoders",

@@ -90,13 +90,13 @@ def test_auto_falls_back_to_torchscript_and_never_keeps_an_unverified_graph(tmp_
 
 
 def test_unsupported_format(tmp_path, capsys):
-    with pytest.raises(ValueError, match="supported formats: onnx, coreml"):
+    with pytest.raises(ValueError, match="supported formats: onnx, onnx-int8, coreml"):
         export(str(tmp_path), str(tmp_path / "out"), format="tflite")
     with pytest.raises(SystemExit) as exit_info:
         main(["--model", str(tmp_path), "--format", "tflite", "--output", str(tmp_path / "out")])
     assert exit_info.value.code == 2
-    assert "Unsupported export format 'tflite'; supported formats: onnx, coreml" in capsys.readouterr().err
-    assert SUPPORTED_FORMATS == ("onnx", "coreml")
+    assert "Unsupported export format 'tflite'; supported formats: onnx, onnx-int8, coreml" in capsys.readouterr().err
+    assert SUPPORTED_FORMATS == ("onnx", "onnx-int8", "coreml")
 
 
 def test_not_a_mobileclip_folder(tmp_path, capsys):
@@ -169,3 +169,67 @@ def test_written_graph_has_the_requested_opset(tmp_path):
     config = export_onnx(model, str(tmp_path), opset=14, towers=("text_encoder",))
     assert graph_opset(str(tmp_path / "text_encoder.onnx")) == 14 == config["files"]["text_encoder"]["opset"]
     assert json.loads((tmp_path / "export_config.json").read_text())["files"]["text_encoder"]["opset"] == 14
+
+
+def write_images(folder, n: int = 12, size: int = 80) -> None:
+    """Smooth images (gradients and blobs, as photographs are smooth), each different."""
+    from PIL import Image
+
+    folder.mkdir()
+    y, x = torch.meshgrid(torch.linspace(0, 1, size), torch.linspace(0, 1, size), indexing="ij")
+    for i in range(n):
+        channels = [(x * (i + 1) % 1), (y * (i % 3 + 1) % 1), ((x - 0.5) ** 2 + (y - 0.3 * (i % 4)) ** 2).sqrt()]
+        pixels = (torch.stack(channels, -1).clamp(0, 1) * 255).byte().numpy()
+        Image.fromarray(pixels).save(folder / f"{i:02d}.png")
+
+
+def test_int8_export_is_calibrated_checked_and_close_to_float32(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxruntime.quantization")
+    from modeling_mobileclip import MobileCLIPProcessor
+
+    model = randomize_(MobileCLIPModel(tiny_config(context_length=77)))
+    model.save_pretrained(tmp_path / "model")
+    processor = MobileCLIPProcessor.from_variant("mobileclip-s0")
+    processor.image_processor.size, processor.image_processor.crop_size = {"shortest_edge": 64}, {"height": 64,
+                                                                                                   "width": 64}
+    processor.save_pretrained(tmp_path / "model")
+    write_images(tmp_path / "images")
+    main(["--model", str(tmp_path / "model"), "--format", "onnx-int8", "--output", str(tmp_path / "int8"),
+          "--calibration-images", str(tmp_path / "images"), "--exporter", "torchscript", "--min-cosine", "0.95"])
+    config = json.loads((tmp_path / "int8" / "export_config.json").read_text())
+    image, text = config["files"]["image_encoder"], config["files"]["text_encoder"]
+    assert config["format"] == "onnx-int8" and image["calibration_inputs"] == 9 and image["check_inputs"] == 3
+    assert text["quantization"] == "dynamic int8" and text["check_inputs"] == 32
+    assert not [f for f in os.listdir(tmp_path / "int8") if f.startswith(".")], "temporary files left behind"
+    # The graphs hold int8 weights, and their embeddings of the held-out images are the recorded ones.
+    graph = __import__("onnx").load(tmp_path / "int8" / "image_encoder.onnx")
+    assert any(node.op_type == "DequantizeLinear" for node in graph.graph.node)
+    pixel_values = processor.image_processor(
+        [__import__("PIL.Image").Image.open(tmp_path / "images" / f"{i:02d}.png") for i in range(9, 12)],
+        return_tensors="pt")["pixel_values"]
+    session = ort.InferenceSession(str(tmp_path / "int8" / "image_encoder.onnx"), providers=["CPUExecutionProvider"])
+    (actual,) = session.run(None, {"pixel_values": pixel_values.numpy()})
+    with torch.no_grad():
+        expected = model.reparameterize().eval().get_image_features(pixel_values).pooler_output
+    cosine = torch.nn.functional.cosine_similarity(torch.from_numpy(actual), expected, dim=-1)
+    assert cosine.min().item() == pytest.approx(image["cosine_to_float32"]["min"], abs=1e-5)
+    assert cosine.min() >= 0.95
+
+
+def test_int8_export_refuses_what_it_cannot_check(tmp_path, capsys):
+    pytest.importorskip("onnxruntime.quantization")
+    model = randomize_(MobileCLIPModel(tiny_config(context_length=77)))
+    model.save_pretrained(tmp_path / "model")
+    with pytest.raises(SystemExit):
+        main(["--model", str(tmp_path / "model"), "--format", "onnx-int8", "--output", str(tmp_path / "out")])
+    assert "needs --calibration-images" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="needs real images"):
+        export_module.export_onnx_int8(model, str(tmp_path / "out"), input_ids=text_inputs(2, 77))
+    # An impossible bound: the int8 graph is refused and nothing is written.
+    pixel_values = image_inputs(4, 64)
+    with pytest.raises(ValueError, match="int8 image_encoder.onnx differs from float32"):
+        export_module.export_onnx_int8(model, str(tmp_path / "strict"), pixel_values=pixel_values,
+                                       input_ids=text_inputs(4, 77), min_cosine=1.0001, exporter="torchscript")
+    assert not (tmp_path / "strict" / "image_encoder.onnx").exists()
+    assert not (tmp_path / "strict" / "export_config.json").exists()
