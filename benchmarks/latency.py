@@ -51,7 +51,15 @@ from modeling_mobileclip.configuration_mobileclip import (  # noqa: E402
     MobileCLIPVisionConfig,
 )
 from modeling_mobileclip.convert import APPLE_REFERENCE, OPEN_CLIP_REFERENCE, convert_checkpoint  # noqa: E402
-from modeling_mobileclip.export import ImageEncoder, TextEncoder, export_onnx, ort_session  # noqa: E402
+from modeling_mobileclip.export import (  # noqa: E402
+    ImageEncoder,
+    TextEncoder,
+    example_input_ids,
+    example_pixel_values,
+    export_onnx,
+    export_onnx_int8,
+    ort_session,
+)
 from modeling_mobileclip.inference import optimize_for_inference  # noqa: E402
 from modeling_mobileclip.modeling_mobileclip import MobileCLIPModel  # noqa: E402
 
@@ -63,7 +71,7 @@ OURS_REPARAM = "ours reparam"
 YARDSTICK = "HF CLIP ViT-B/16"
 # Candidates that are other implementations of the same variant (the yardstick is a different model).
 REFERENCES = ("apple reparam", "open_clip as built", "open_clip reparam", "timm reparam")
-OURS_FAST = ("ours fast", "ours compile", "ours onnxruntime")
+OURS_FAST = ("ours fast", "ours compile", "ours onnxruntime", "ours onnxruntime int8")
 OPEN_CLIP = ("open_clip as built", "open_clip reparam")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 GOAL_SPEEDUP_OVER_OPEN_CLIP = 1.5
@@ -255,6 +263,15 @@ def build_candidates(models: dict, clip_model, onnx_dir: str | None, batch: int,
         groups["image"]["ours onnxruntime"] = Candidate(run_image, fused_params["image"])
         groups["text"]["ours onnxruntime"] = Candidate(run_text, fused_params["text"])
         groups["model"]["ours onnxruntime"] = Candidate(lambda: (run_image(), run_text()), fused_params["model"])
+        if os.path.isdir(os.path.join(onnx_dir, "int8")):
+            image_int8 = ort_session(os.path.join(onnx_dir, "int8", "image_encoder.onnx"), args.threads)
+            text_int8 = ort_session(os.path.join(onnx_dir, "int8", "text_encoder.onnx"), args.threads)
+            run_image8 = lambda: image_int8.run(None, {"pixel_values": pixels_np})  # noqa: E731
+            run_text8 = lambda: text_int8.run(None, {"input_ids": ids_np})  # noqa: E731
+            groups["image"]["ours onnxruntime int8"] = Candidate(run_image8, fused_params["image"])
+            groups["text"]["ours onnxruntime int8"] = Candidate(run_text8, fused_params["text"])
+            groups["model"]["ours onnxruntime int8"] = Candidate(lambda: (run_image8(), run_text8()),
+                                                                 fused_params["model"])
     for name in ("apple reparam", "open_clip as built", "open_clip reparam"):
         if name in models:
             for tower, candidate in reference_candidates(name, models[name], pixel_values, input_ids).items():
@@ -334,18 +351,25 @@ def run_group(candidates: dict[str, Candidate], rounds: int, args) -> dict:
 
 
 def export_ours(fused: MobileCLIPModel, directory: str, args, setup: dict) -> str | None:
+    """float32 graphs in `directory`, int8 ones in `directory/int8` (timing only: random weights calibrated on random
+    pixels say nothing of int8 accuracy, which benchmarks/precision.py measures on real images)."""
     if args.device == "cuda" or args.no_onnx:
         setup["onnx"] = "skipped (--no-onnx)" if args.no_onnx else "skipped: onnxruntime CPU only"
         return None
     try:
         start = time.perf_counter()
         info = export_onnx(fused, directory, exporter=args.exporter)
+        setup["onnx"] = dict(export_and_verify_s=round(time.perf_counter() - start, 1),
+                             **{name: dict(exporter=f["exporter"], max_abs_diff=f["max_abs_diff"])
+                                for name, f in info["files"].items()})
+        if not args.no_int8:
+            config = fused.config
+            export_onnx_int8(fused, os.path.join(directory, "int8"), exporter=args.exporter, min_cosine=-1.0,
+                             pixel_values=example_pixel_values(config.vision_config, 8),
+                             input_ids=example_input_ids(config.text_config, 8))
     except ImportError as error:
         setup["onnx"] = f"skipped: {error}"
         return None
-    setup["onnx"] = dict(export_and_verify_s=round(time.perf_counter() - start, 1),
-                         **{name: dict(exporter=f["exporter"], max_abs_diff=f["max_abs_diff"])
-                            for name, f in info["files"].items()})
     return directory
 
 
@@ -483,6 +507,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="extra rounds allowed to replace discarded ones, as a multiple of --rounds")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile (slow to compile)")
     parser.add_argument("--no-onnx", action="store_true", help="skip the onnxruntime candidates")
+    parser.add_argument("--no-int8", action="store_true", help="skip the int8 onnxruntime candidates")
     parser.add_argument("--exporter", choices=("auto", "dynamo", "torchscript"), default=None,
                         help="ONNX exporter (default: auto; torchscript in --smoke, which is faster to export)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
