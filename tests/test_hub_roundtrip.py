@@ -492,7 +492,7 @@ def test_stream_datacompdr_from_hub(reinforced, streamed):
 
 
 @pytest.mark.xfail(strict=True, raises=AssertionError, reason=PAUG_REASON + "; and write_datacompdr names each "
-                   "image member by its format (.jpg, .png), while that loader requires the same members in every sample")
+                   "image member by its format (.jpg, .png), while that loader wants the same members in every sample")
 def test_stream_datacompdr_from_hub_with_images_of_several_formats(reinforced, streamed):
     """The builder's own `--format datacompdr` output: the messy input has JPEG and PNG images."""
     check_datacompdr(reinforced / "datacompdr", streamed["images"])
