@@ -84,9 +84,12 @@ def open_image(source: str, timeout: float | None = None) -> PIL.Image.Image:
     `to_rgb` could scale them.
     """
     if source.startswith(("http://", "https://")):
-        import httpx
+        # The standard library: a saved model's remote code may import nothing that is not installed (transformers
+        # checks every import of the file, even inside functions).
+        import urllib.request
 
-        data = httpx.get(source, timeout=timeout, follow_redirects=True).content
+        with urllib.request.urlopen(source, timeout=timeout) as response:
+            data = response.read()
     elif os.path.isfile(source):
         with open(source, "rb") as f:
             data = f.read()
