@@ -15,7 +15,7 @@ def test_demo_quick_runs_every_stage(tmp_path):
                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert run.returncode == 0, run.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
-    assert set(results["teachers"]) == {"teacher_vit_p4", "teacher_vit_p7"}
+    assert set(results["teachers"]) == {"teacher_mci", "teacher_vit_p7"}
     assert set(results["students"]) == {"student_reinforced", "student_clip", "student_clip_syn"}
     for metrics in [*results["teachers"].values(), *(m for s in results["students"].values() for m in s.values())]:
         assert 0 <= metrics["zeroshot_top1"] <= metrics["zeroshot_top5"] <= 1

@@ -34,10 +34,10 @@ def test_committed_models_match_their_sha256_and_load():
     from dataset_builder import TransformersCaptioner, TransformersTeacher
 
     recorded = verify_checksums(PRETRAINED)
-    for name in ("teacher_vit_p4", "teacher_vit_p7", "captioner"):
+    for name in ("teacher_mci", "teacher_vit_p7", "captioner"):
         assert f"{name}/model.safetensors" in recorded
         assert os.path.getsize(os.path.join(PRETRAINED, name, "model.safetensors")) < 8e6
-    teacher = TransformersTeacher.from_pretrained(os.path.join(PRETRAINED, "teacher_vit_p4"))
+    teacher = TransformersTeacher.from_pretrained(os.path.join(PRETRAINED, "teacher_vit_p7"))
     assert teacher.dim == 128 and teacher.image_size == 28
     captioner = TransformersCaptioner.from_pretrained(os.path.join(PRETRAINED, "captioner"))
     from PIL import Image

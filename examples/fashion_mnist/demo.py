@@ -39,9 +39,14 @@ import os
 import random
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 
-import torch
-from datasets import load_dataset
+# Idle OpenMP threads sleep instead of spinning: on a busy 2-core machine spinning threads burn the other's core.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
+from datasets import load_dataset  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -51,7 +56,7 @@ sys.path.insert(0, HERE)
 from captions import CLASS_NAMES, TEMPLATES, WEB_MIXTURE, clean_captions, web_captions  # noqa: E402
 
 PRETRAINED = os.path.join(HERE, "pretrained")
-TEACHERS = ("teacher_vit_p4", "teacher_vit_p7")
+TEACHERS = ("teacher_mci", "teacher_vit_p7")
 CAPTIONER = "captioner"
 IMAGE_SIZE = 28
 CONTEXT_LENGTH = 20  # as the teachers' (pretrain.py): the longest caption is 13 tokens
@@ -273,6 +278,18 @@ def run_training(name: str, output: str, overrides: dict) -> str:
     return out
 
 
+def train_students(seed: int, plan: dict, init: str, output: str, zeroshot_eval: dict, threads: int) -> dict:
+    """The students of one seed, in turn: same initial weights and data order (both set by the seed)."""
+    torch.set_num_threads(threads)
+    paths = {}
+    for name, (recipe, data, steps, weights) in plan.items():
+        extra = {"loss_weights": weights} if weights else {}
+        paths[name] = run_training(f"{name}_seed{seed}", output, dict(
+            model=init, recipe=recipe, train_dataset=data, global_batch_size=BATCH_SIZE, train_steps=steps,
+            warmup_steps=min(20, steps), lr=2e-3, seed=seed, **zeroshot_eval, **extra))
+    return paths
+
+
 def accuracy_curve(run_dir: str, batch_size: int) -> list[tuple[int, float]]:
     """(samples seen, zero-shot top-1) from the run's metrics.jsonl."""
     curve = []
@@ -359,16 +376,19 @@ def main() -> None:
     parser.add_argument("--data", default=os.path.join(HERE, "data"),
                         help="folder of train/test.parquet, or a Hub dataset id with image and label columns")
     parser.add_argument("--pretrained", default=PRETRAINED, help="folder of the teachers, captioner and SHA256SUMS")
-    parser.add_argument("--student-steps", type=int, default=150, help="the reinforced student's steps")
-    parser.add_argument("--num-augmentations", type=int, default=8)
+    parser.add_argument("--student-steps", type=int, default=120, help="the reinforced student's steps")
+    parser.add_argument("--num-augmentations", type=int, default=4)
     parser.add_argument("--num-captions", type=int, default=4)
     parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--eval-images", type=int, default=None,
+                        help="test images of the evaluations during training (default: all; the final ones use all)")
     parser.add_argument("--threads", type=int, default=max(1, os.cpu_count() or 1))
     parser.add_argument("--quick", action="store_true", help="a smoke run of every stage: a few steps each (tests)")
     args = parser.parse_args()
     max_images = None
     if args.quick:
         args.student_steps, args.num_augmentations, args.num_captions, args.seeds, max_images = 4, 2, 2, 1, 512
+        args.eval_images = args.eval_images or 200
     torch.set_num_threads(args.threads)
     os.makedirs(args.output, exist_ok=True)
     start, timings, results = time.time(), {}, {}
@@ -407,7 +427,7 @@ def main() -> None:
     timings["reinforcement"] = time.time() - t
 
     steps = args.student_steps
-    eval_every = max(1, steps // 10)
+    eval_every = max(1, steps // 6)
     plan = {  # name: (recipe, dataset, steps, loss weights)
         "student_clip": ("clip", captioned, BASELINE_FACTOR * steps, None),
         "student_reinforced": ("reinforced", reinforced, steps, [0.0, 1.0]),
@@ -419,14 +439,17 @@ def main() -> None:
                  f"evaluated every {eval_every} steps", total_samples * SECONDS_PER_1K_STUDENT_SAMPLES / 1000)
     init = student_init(args.output)
     zeroshot_eval = dict(eval_zeroshot_dataset=captioned, eval_zeroshot_split="test", eval_templates=TEMPLATES,
-                         eval_class_names=CLASS_NAMES, eval_every=eval_every)
+                         eval_class_names=CLASS_NAMES, eval_every=eval_every, eval_max_samples=args.eval_images)
     runs = {name: {} for name in plan}
-    for seed in range(args.seeds):
-        for name, (recipe, data, run_steps, weights) in plan.items():
-            extra = {"loss_weights": weights} if weights else {}
-            runs[name][str(seed)] = run_training(f"{name}_seed{seed}", args.output, dict(
-                model=init, recipe=recipe, train_dataset=data, global_batch_size=BATCH_SIZE, train_steps=run_steps,
-                warmup_steps=min(20, run_steps), lr=2e-3, seed=seed, **zeroshot_eval, **extra))
+    # One process per seed, one thread each: these small models use a second core better this way than through
+    # intra-op threads.
+    workers = min(args.seeds, args.threads)
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        jobs = {seed: pool.submit(train_students, seed, plan, init, args.output, zeroshot_eval,
+                                  max(1, args.threads // workers)) for seed in range(args.seeds)}
+        for seed, job in jobs.items():
+            for name, path in job.result().items():
+                runs[name][str(seed)] = path
     timings["students"] = time.time() - t
 
     t = announce("Stage 4/4, evaluation", "zero-shot and retrieval on the 1,000 test images, table, plot, "

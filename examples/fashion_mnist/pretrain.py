@@ -7,7 +7,7 @@ template, or a short description of the class) and the augmentation family of th
 crop followed by RandAugment (`dataset_builder.augment`, with `CROP_SCALE` and `MAGNITUDE` below), freshly sampled
 for every image and epoch.
 
-* teachers: two MobileCLIP dual encoders, a ViT and an MCi (convolutional) image tower, each with a small text tower
+* teachers: two MobileCLIP dual encoders, with an MCi (convolutional) and a ViT image tower, each with a small text tower
   (width 32: the 49,408-token embedding table is most of a model), trained with the CLIP loss;
 * captioner: a `VisionEncoderDecoderModel` (a tiny ViT encoder, a tiny GPT-2 decoder with cross-attention) and a
   word-level tokenizer, saved with a `TrOCRProcessor` so that `AutoProcessor` loads it (dataset_builder's
@@ -62,28 +62,28 @@ CONTEXT_LENGTH = 20  # the longest clean caption is 13 tokens, web alt-text 9
 CROP_SCALE = (0.6, 1.0)
 MAGNITUDE = 9
 TEXT = dict(hidden_size=32, intermediate_size=128, num_hidden_layers=2, num_attention_heads=1)
-# Two ViT image towers that cut the 28-px image differently (49 patches of 4x4 px, 16 of 7x7 px), for two views.
+# Two different image towers, for two views: an MCi (convolutional; at 32 px, so that its stride-32 stages end on a
+# 1x1 map) and a ViT of 7x7-px patches at the images' own 28 px.
 TEACHERS = {
-    "teacher_vit_p4": dict(architecture="vit_tiny_patch16_224",
-                           model_args={"patch_size": 4, "embed_dim": 64, "depth": 4, "num_heads": 2}),
-    "teacher_vit_p7": dict(architecture="vit_tiny_patch16_224",
+    "teacher_mci": dict(epochs=1.0, image_size=32, architecture="fastvit_mci0",
+                        model_args={"layers": [1, 1, 2, 1], "embed_dims": [24, 48, 96, 192]}),
+    "teacher_vit_p7": dict(epochs=3.0, image_size=28, architecture="vit_tiny_patch16_224",
                            model_args={"patch_size": 7, "embed_dim": 128, "depth": 4, "num_heads": 4}),
 }
 PROJECTION_DIM = 128
 
 
 def model_config(vision: dict, text: dict = TEXT, projection_dim: int = PROJECTION_DIM) -> MobileCLIPConfig:
-    """A small MobileCLIP dual encoder at `IMAGE_SIZE` with a `CONTEXT_LENGTH`-token text tower."""
+    """A small MobileCLIP dual encoder (`vision` holds `image_size`) with a `CONTEXT_LENGTH`-token text tower."""
     return MobileCLIPConfig(
         text_config=MobileCLIPTextConfig(projection_dim=projection_dim, max_position_embeddings=CONTEXT_LENGTH,
                                          **text),
-        vision_config=MobileCLIPVisionConfig(image_size=IMAGE_SIZE, projection_dim=projection_dim, **vision),
+        vision_config=MobileCLIPVisionConfig(projection_dim=projection_dim, **vision),
         projection_dim=projection_dim)
 
 
-def mobileclip_processor() -> MobileCLIPProcessor:
-    image_processor = MobileCLIPImageProcessor(size={"shortest_edge": IMAGE_SIZE},
-                                               crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+def mobileclip_processor(size: int = IMAGE_SIZE) -> MobileCLIPProcessor:
+    image_processor = MobileCLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size},
                                                resample=2)  # bilinear, as the demo's students train
     return MobileCLIPProcessor(image_processor, MobileCLIPTokenizer(model_max_length=CONTEXT_LENGTH))
 
@@ -153,14 +153,19 @@ def zero_shot_top1(model, tokenizer, pixels: torch.Tensor, labels: torch.Tensor)
     return ((F.normalize(image, dim=-1) @ classes.T).argmax(1) == labels).float().mean().item()
 
 
-def train_teacher(name: str, images, labels, epochs: float, batch_size: int, lr: float, seed: int, out: str) -> dict:
+def train_teacher(name: str, images, labels, epochs: float | None, batch_size: int, lr: float, seed: int,
+                  out: str) -> dict:
     torch.manual_seed(seed)
-    model = MobileCLIPModel(model_config(TEACHERS[name]))
-    processor = mobileclip_processor()
+    vision = dict(TEACHERS[name])
+    epochs = epochs or vision.pop("epochs")
+    vision.pop("epochs", None)
+    model = MobileCLIPModel(model_config(vision))
+    size = vision["image_size"]
+    processor = mobileclip_processor(size)
     captions = [clean_captions(c) for c in range(len(CLASS_NAMES))]
     tokens = torch.stack([processor.tokenizer(c, padding="max_length", max_length=CONTEXT_LENGTH, truncation=True,
                                               return_tensors="pt")["input_ids"] for c in captions])  # (10, 12, L)
-    dataset = AugmentedImages(images, labels, IMAGE_SIZE, seed, tokens.shape[1])
+    dataset = AugmentedImages(images, labels, size, seed, tokens.shape[1])
     steps_per_epoch = len(dataset) // batch_size
     total = int(epochs * steps_per_epoch)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "logit_scale" not in n]
@@ -168,7 +173,7 @@ def train_teacher(name: str, images, labels, epochs: float, batch_size: int, lr:
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}],
                                   lr=lr, betas=(0.9, 0.98))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine(s, total, min(200, total // 10 + 1)))
-    test_pixels, test_labels = test_images(IMAGE_SIZE)
+    test_pixels, test_labels = test_images(size)
     print(f"[{name}] {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, {total} steps x "
           f"{batch_size} on {len(dataset)} images ({epochs} epochs)", flush=True)
     step, start, model = 0, time.time(), model.train()
@@ -313,7 +318,8 @@ def main() -> None:
     parser.add_argument("--root", default="/usr/share/datasets/fashion-mnist")
     parser.add_argument("--output", default=PRETRAINED)
     parser.add_argument("--only", nargs="*", default=None, help="teacher_vit, teacher_mci and/or captioner")
-    parser.add_argument("--epochs", type=float, default=3.0, help="teachers' epochs over the 54,000 images")
+    parser.add_argument("--epochs", type=float, default=None,
+                        help="teachers' epochs over the 54,000 images (default: each teacher's in TEACHERS)")
     parser.add_argument("--captioner-epochs", type=float, default=1.5)
     # One thread: on a busy machine, OpenMP threads spin waiting for each other (3x the CPU time per step here);
     # run the three parts as three processes instead (--only).
