@@ -27,6 +27,7 @@ import tarfile
 from typing import Any, Iterator, Sequence
 
 import datasets
+import fsspec
 import numpy as np
 import pyarrow.parquet as pq
 import torch
@@ -77,9 +78,12 @@ def datacompdr_to_row(sample: dict, syn_key: str = "syn_text", dtype: str = "flo
 
 
 def iter_tar(path: str) -> Iterator[dict]:
-    """Samples of a webdataset tar as ``{"__key__": key, ext: bytes, ...}``, in tar order."""
+    """Samples of a webdataset tar as ``{"__key__": key, ext: bytes, ...}``, in tar order.
+
+    ``path`` is anything fsspec opens (a local file, ``hf://datasets/...``), read as a stream.
+    """
     sample: dict = {}
-    with tarfile.open(path) as tar:
+    with fsspec.open(path, "rb") as f, tarfile.open(fileobj=f, mode="r|") as tar:
         for member in tar:
             if not member.isfile():
                 continue
@@ -121,11 +125,22 @@ def load_datacompdr(path: str | Sequence[str], streaming: bool = False, syn_key:
 
 
 def stream_datacompdr_from_hub(repo_id: str = "apple/DataCompDR-12M", syn_key: str = "syn_text",
-                               dtype: str = "float16", **kwargs: Any) -> datasets.IterableDataset:
-    """Stream DataCompDR from the Hub through datasets' webdataset loader, converted to our schema (untested:
-    needs the network)."""
-    stream = datasets.load_dataset(repo_id, split="train", streaming=True, **kwargs)
-    return stream.map(lambda sample: datacompdr_to_row(sample, syn_key, dtype), remove_columns=stream.column_names)
+                               dtype: str = "float16", revision: str | None = None) -> datasets.IterableDataset:
+    """Stream a DataCompDR-layout dataset repo (webdataset tars) from the Hub, converted to our schema, one shard per
+    tar (so ``split_dataset_by_node`` and DataLoader workers split by file).
+
+    Read with our own tar reader rather than datasets' webdataset loader: that one infers an Arrow type from the first
+    sample's ``paug.json`` (whose lists mix a crop box with ``[op, magnitude]`` pairs, which Arrow cannot type) and
+    requires every sample to have the same members (images are named by their format).
+    """
+    from huggingface_hub import HfFileSystem
+
+    root = f"datasets/{repo_id}" + (f"@{revision}" if revision else "")
+    tars = sorted(HfFileSystem().glob(f"{root}/**/*.tar"))
+    if not tars:
+        raise FileNotFoundError(f"no .tar files in the dataset repo {repo_id!r}" + (f" at {revision}" if revision
+                                                                                    else ""))
+    return load_datacompdr([f"hf://{t}" for t in tars], streaming=True, syn_key=syn_key, dtype=dtype)
 
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:

@@ -291,11 +291,6 @@ def test_processor_tokenizer_and_pipelines_by_repo_id(published, loaded):
     np.testing.assert_allclose(np.array(loaded["features"]), image_embeds.numpy(), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.xfail(
-    importlib.util.find_spec("httpx") is None, strict=True, reason=(
-        "image_processing_mobileclip.open_image has `import httpx`, which is not installed (huggingface_hub 2.4 uses "
-        "httpx2); transformers' check_imports refuses remote code importing a missing package, even inside a "
-        "function, so AutoProcessor.from_pretrained(trust_remote_code=True) raises ImportError"))
 def test_trust_remote_code_by_repo_id_without_the_package(hub, published, tmp_path):
     """A user without this package: the repo's own code loads model, processor and tokenizer from the repo id."""
     inputs = published["inputs"]
@@ -478,21 +473,11 @@ def check_datacompdr(local_folder, streamed_rows):
             np.testing.assert_array_equal(np.array(got[column], np.float32), np.array(row[column], np.float32))
 
 
-# stream_datacompdr_from_hub reads through datasets' WebDataset loader, which decodes `.json` members and infers an
-# Arrow schema from the first samples. The fix (read the tars with datacompdr.iter_tar over HfFileSystem, one shard per
-# tar, as load_datacompdr does locally) is described in the report of issue 13; both tests then pass.
-PAUG_REASON = ("datasets' WebDataset loader infers an Arrow type from the decoded paug.json, whose param_aug lists mix "
-               "an integer crop box with a list of [op, magnitude] pairs: ArrowInvalid 'cannot mix list and non-list'")
-
-
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=PAUG_REASON)
 def test_stream_datacompdr_from_hub(reinforced, streamed):
     """URL-only shards, as DataCompDR-12M is published."""
     check_datacompdr(reinforced.parent / "urls" / "datacompdr", streamed["urls"])
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=PAUG_REASON + "; and write_datacompdr names each "
-                   "image member by its format (.jpg, .png), while that loader wants the same members in every sample")
 def test_stream_datacompdr_from_hub_with_images_of_several_formats(reinforced, streamed):
     """The builder's own `--format datacompdr` output: the messy input has JPEG and PNG images."""
     check_datacompdr(reinforced / "datacompdr", streamed["images"])
