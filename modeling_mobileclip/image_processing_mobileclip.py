@@ -3,8 +3,8 @@
 Built on `CLIPImageProcessorPil` because the PIL backend reproduces both reference transforms bit for bit, once the
 centre-crop offset is rounded as torchvision rounds it (see `center_crop`): Apple's `Resize(size, BILINEAR) +
 CenterCrop(size) + ToTensor()` (apple/ml-mobileclip `mobileclip/__init__.py`) and open_clip's
-`image_transform(size, is_train=False, resize_mode="shortest")`. The torchvision backend differs by up to 1/255
-(HF_CONVENTIONS §1.1).
+`image_transform(size, is_train=False, resize_mode="shortest")`. transformers' torchvision backend resizes
+tensors (antialiased) and differs from PIL by up to 1/255.
 """
 
 import base64

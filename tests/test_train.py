@@ -185,7 +185,7 @@ def base_config(assets, output_dir, **overrides) -> dict:
 
 
 def launch(config_path: str, *overrides: str) -> subprocess.CompletedProcess:
-    # ACCELERATE_USE_CPU=1 + --multi_gpu is what gives two gloo processes on CPU (HF_CONVENTIONS.md §5.2).
+    # ACCELERATE_USE_CPU=1 + --multi_gpu is what gives two gloo processes on CPU.
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                "--main_process_port", "0", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                os.path.join(REPO, "train", "train.py"), "--config", config_path, *overrides]

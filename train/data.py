@@ -5,7 +5,7 @@ A reinforced dataset (written by `dataset_builder`) is a local folder or Hub dat
 `aug_params` (JSON list of K DataCompDR compressed augmentations), `image_emb` (K x D) and `text_emb` ((1 + N) x D,
 real caption first), D being the concatenation of the teachers' individually L2-normalised embeddings.
 
-One training sample (MOBILECLIP_SPEC.md §8.4, §9) is: one of the K stored augmentations chosen uniformly and replayed
+One training sample (Apple's reinforced data loader, `training/open_clip_v2.patch`) is: one of the K stored augmentations chosen uniformly and replayed
 at the student's own resolution, interpolation and normalisation; its teacher embedding `image_emb[aug_idx]`; the
 real caption with `text_emb[0]`; and one synthetic caption j, chosen uniformly, with `text_emb[1 + j]`.
 
@@ -355,7 +355,8 @@ class SampleTransform:
 
     @staticmethod
     def _replay(image: Image.Image, params, spec: ImageSpec) -> Image.Image:
-        # The same crop box, in source pixels, re-cropped at this model's size (Apple's `reapply`, §8.4).
+        # The same crop box, in source pixels, re-cropped at this model's size (Apple's `reapply` in
+        # `training/dr/transforms.py`).
         return apply_augmentation(image, params, spec.size, _interpolation(spec))
 
 
@@ -484,7 +485,7 @@ def load_train_dataset(
     """Loads the raw rows: a map-style `Dataset`, or a shuffled `IterableDataset` already split for this rank.
 
     Images are kept encoded (`Image(decode=False)`) so that they are decoded in the workers, where a failure can be
-    caught per sample. Embeddings come as NumPy arrays: per-example Python lists of floats are ~4x slower (§4.4).
+    caught per sample. Embeddings come as NumPy arrays: per-example Python lists of floats are ~4x slower.
     `syn_sets` are synthetic-caption set columns to keep besides the recipe's (`synthetic_caption_sets`), with
     their embedding columns for the reinforced recipe.
     """
@@ -498,7 +499,7 @@ def load_train_dataset(
                          f"`{SYN_CAPTIONS_PREFIX}<name>` needs its embeddings in `{SYN_EMBEDDINGS_PREFIX}<name>`)")
     needed = list(REQUIRED_COLUMNS[recipe]) + extra + (["key"] if "key" in dataset.column_names else [])
     if streaming and set(dataset.column_names) - set(needed):
-        # Reload with a projection pushed down to parquet: select_columns would still read every column (§4.5).
+        # Reload with a projection pushed down to parquet: select_columns would still read every column.
         dataset = load_dataset(source, split=split, streaming=True, columns=needed)
     dataset = dataset.select_columns(needed).cast_column("image", ImageFeature(decode=False))
     numeric = [c for c in needed if c in ("image_emb", "text_emb") or c.startswith(SYN_EMBEDDINGS_PREFIX)]
@@ -511,7 +512,7 @@ def load_train_dataset(
         dataset = dataset.with_format("arrow").map(functools.partial(_variable_length, columns=numeric), batched=True)
         dataset = dataset.with_format("numpy")  # strings and image bytes pass through unchanged
     dataset = dataset.shuffle(seed=seed, buffer_size=shuffle_buffer_size)
-    # Split here and never prepare() this loader: both together would shard twice and skip half the data (§5.4).
+    # Split here and never prepare() this loader: both together would shard twice and skip half the data.
     return split_dataset_by_node(dataset, rank=rank, world_size=world_size)
 
 

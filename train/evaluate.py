@@ -1,7 +1,7 @@
 """Zero-shot classification and image-text retrieval for MobileCLIP (or any transformers CLIP-style model).
 
 Zero-shot classification embeds every class name in several prompt templates and averages the normalised embeddings
-(prompt ensembling, CLIP §3.1.4); retrieval reports R@1/5/10 image->text and text->image, an image counting as found
+(prompt ensembling, CLIP paper Sec. 3.1.4); retrieval reports R@1/5/10 image->text and text->image, an image counting as found
 by a text if it is that text's image, and a text by an image if any of the image's captions is ranked that high.
 
 Usage (on any saved model, e.g. a training run's `output_dir`):
@@ -137,7 +137,7 @@ def context_length(config) -> int:
 
 
 def _pooled(output) -> torch.Tensor:
-    # transformers 5 returns a BaseModelOutputWithPooling from get_*_features (HF_CONVENTIONS.md §1.4).
+    # transformers 5 returns a BaseModelOutputWithPooling from get_*_features; earlier versions a tensor.
     return output.pooler_output if hasattr(output, "pooler_output") else output
 
 

@@ -10,7 +10,7 @@ synthetic captions and teacher embeddings make distillation free of teacher pass
 Runs on one CPU or GPU, several GPUs (DDP), or several CPU processes (gloo), in fp32, bf16 or fp16:
 
     accelerate launch train/train.py --config train/configs/datacompdr12m_s0.yaml [key=value ...]
-    # Two real processes on a CPU-only machine (`--cpu --num_processes 2` silently runs one; HF_CONVENTIONS.md §5.2):
+    # Two real processes on a CPU-only machine (`--cpu --num_processes 2` silently runs one):
     ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 --main_process_port 0 train/train.py ...
 
 Order of accelerate's `complete_cv_example`: config, Accelerator, trackers, seed, model, data, optimizer and
@@ -67,7 +67,7 @@ from train.data import (
 from train.evaluate import TEMPLATES, context_length, load_eval_task, load_model_and_processor, run_eval_tasks
 from train.loss import ReinforcedCLIPLoss
 
-MAX_LOGIT_SCALE = math.log(100)  # the learned temperature is clamped to 100 after every step (open_clip, §8.3)
+MAX_LOGIT_SCALE = math.log(100)  # the learned temperature is clamped to 100 after every step (open_clip)
 TEACHER_KEYS = ("teacher_image_embeds", "teacher_text_embeds", "teacher_syn_text_embeds")
 CHECKPOINT_NAME = re.compile(r"checkpoint_(\d+)")  # accelerate's naming; other entries of checkpoints/ are ignored
 TEMPORARY_PREFIX = ".tmp-"  # checkpoints being written or deleted: never resumed from, removed at the next start
@@ -78,7 +78,8 @@ TRAIN_STATE = "train_state.json"
 
 @dataclass
 class TrainConfig:
-    """Every key a YAML config may set. Defaults are the paper's DataCompDR-12M recipe (MOBILECLIP_SPEC.md §8.3)."""
+    """Every key a YAML config may set. Defaults are the paper's DataCompDR-12M recipe
+    (https://arxiv.org/abs/2311.17049, Appendix; apple/ml-mobileclip `training/configs/run_datacompdr12m.sh`)."""
 
     # Model and data
     model: str = "mobileclip-s0"  # variant name (random init), or folder / Hub id (weights if present)
@@ -89,7 +90,7 @@ class TrainConfig:
     shuffle_buffer_size: int = 10_000  # streaming only
     num_workers: int = 4  # DataLoader workers per process (decoding and augmentation happen there)
     dataset_cache_dir: str | None = None  # datasets' Arrow cache for local folders (default: HF_DATASETS_CACHE)
-    interpolation: str = "bicubic"  # student resize of the replayed crop (DataCompDR config; §8.4)
+    interpolation: str = "bicubic"  # student resize of the replayed crop (DataCompDR config)
     crop_scale: list[float] = field(default_factory=lambda: list(CLIP_CROP_SCALE))  # clip recipe: RRC area range
     teacher_models: list[str] = field(default_factory=list)  # online_distill: teacher folders (same input size)
     teacher_logit_scale: float | list[float] | None = None  # None: reinforcement.json's, or 100 for online_distill
@@ -106,7 +107,7 @@ class TrainConfig:
     online_distill_syn_captions: bool = False  # online_distill: the teachers also embed a synthetic caption per sample
     # Optimisation (OpenCLIP AdamW, warmup then cosine)
     global_batch_size: int = 8192  # = per-device batch x processes x gradient_accumulation_steps
-    gradient_accumulation_steps: int = 1  # note: each micro-batch only sees its own negatives (§5.1)
+    gradient_accumulation_steps: int = 1  # note: each micro-batch only sees its own negatives
     train_steps: int = 30_000  # optimizer steps; also the length of the cosine schedule
     lr: float = 1e-3
     beta1: float = 0.9
@@ -297,7 +298,7 @@ class JsonlTracker(GeneralTracker):
     """Appends every logged dict as one JSON line to `path` (machine-readable metrics, always on).
 
     `__init__` is deliberately not `@on_main_process`: built before the Accelerator, that decorator would create the
-    process state too early and freeze it as non-distributed (the tracker trap, HF_CONVENTIONS.md §5.2).
+    process state too early and freeze it as non-distributed.
     """
 
     name = "jsonl"
@@ -342,7 +343,7 @@ class Progress:
 
 def build_optimizer(model, cfg: TrainConfig) -> torch.optim.AdamW:
     """AdamW with open_clip's groups: no weight decay for biases, norms and logit_scale (all of ndim < 2); layer
-    scales, shaped (C, 1, 1), are decayed (§8.3)."""
+    scales, shaped (C, 1, 1), are decayed (as open_clip's `ndim < 2` rule does)."""
     decay, no_decay = [], []
     for name, param in model.named_parameters():
         if param.requires_grad:
@@ -426,7 +427,7 @@ def compute_loss(model, batch: dict, loss_fn, teachers: list, accelerator) -> di
     """Student forward pass and loss of one micro-batch."""
     n = batch["pixel_values"].shape[0]
     input_ids = batch["input_ids"]
-    if "syn_input_ids" in batch:  # one text-tower pass over [real; synthetic] captions, as DRClipLoss does (§8.2)
+    if "syn_input_ids" in batch:  # one text-tower pass over [real; synthetic] captions, as DRClipLoss does
         input_ids = torch.cat([input_ids, batch["syn_input_ids"]])
     # Through the prepared model's forward, so that DDP sees the pass; features in fp32 for the loss.
     outputs = model(input_ids=input_ids, pixel_values=batch["pixel_values"])
@@ -650,7 +651,7 @@ def training_function(cfg: TrainConfig) -> None:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg))
 
     # A streamed loader is not prepared: data.py already split it by rank, and preparing it as well would shard it
-    # twice and silently drop half of the data (HF_CONVENTIONS.md §5.4).
+    # twice and silently drop half of the data.
     if isinstance(train_dl.dataset, StreamingDataset):
         model, optimizer = accelerator.prepare(model, optimizer)
     else:
