@@ -222,3 +222,59 @@ def test_variant_table_builds_every_released_config():
         assert (config.text_config.text_tower == "mct") == (name == "mobileclip-s0")
     assert MobileCLIPConfig.from_variant("mobileclip-b").vision_config.stem_padding == 1
     assert MobileCLIPConfig.from_variant("mobileclip2-b").vision_config.stem_padding is None
+
+
+def test_vision_tower_alone_gradient_checkpointing():
+    config = tiny_config("transformer", "fastvit_mci0")
+    model = randomize_(MobileCLIPVisionModelWithProjection(config.vision_config))
+    pixel_values = image_inputs(2, 64)
+
+    def grads():
+        model.zero_grad()
+        model(pixel_values).image_embeds.sum().backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    reference = grads()
+    model.gradient_checkpointing_enable()  # used to raise: no transformers layer in a timm tower
+    assert model.is_gradient_checkpointing and model.vision_model.stages[0].grad_checkpointing
+    model.train()
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.eval()
+    checkpointed = grads()
+    for name in reference:
+        torch.testing.assert_close(checkpointed[name], reference[name], msg=name)
+
+
+@pytest.mark.parametrize("text_tower, architecture", TOWERS)
+def test_eager_and_sdpa_agree(text_tower, architecture, tmp_path):
+    build(text_tower, architecture, causal=architecture.startswith("vit")).save_pretrained(tmp_path)
+    inputs = text_inputs(3, 16), image_inputs(2, 64 if architecture.startswith("fastvit") else 28)
+    sdpa = MobileCLIPModel.from_pretrained(tmp_path).eval()
+    eager = MobileCLIPModel.from_pretrained(tmp_path, attn_implementation="eager").eval()
+    assert sdpa.config.text_config._attn_implementation == "sdpa"
+    for a, b in zip(features(eager, *inputs), features(sdpa, *inputs)):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    with torch.no_grad():
+        out = eager.get_text_features(inputs[0][:, :7], output_attentions=True, output_hidden_states=True)
+    assert out.last_hidden_state.shape == (3, 7, 32)  # the input's positions, though the tower runs on 16
+    assert len(out.hidden_states) == len(eager.text_model.layers) + 1
+    assert out.attentions[0].shape == (3, 2, 7, 16)
+    torch.testing.assert_close(out.attentions[0].sum(-1), torch.ones(3, 2, 7))
+
+
+def test_outputs_tuples_and_image_hidden_states():
+    model = build("transformer", "fastvit_mci0")
+    pixel_values = image_inputs(2, 64)
+    with torch.no_grad():
+        out = model.get_image_features(pixel_values, output_hidden_states=True)
+        assert len(out.hidden_states) == 4 and out.hidden_states[-1].shape[1] == 64  # one map per MCi stage
+        assert isinstance(model.get_image_features(pixel_values, return_dict=False), tuple)
+        assert isinstance(model.get_text_features(text_inputs(2, 16), return_dict=False), tuple)
+        torch.testing.assert_close(out.pooler_output, model.get_image_features(pixel_values).pooler_output)
+
+
+def test_resize_token_embeddings():
+    model = build("transformer")
+    model.resize_token_embeddings(49410)
+    assert model.get_input_embeddings().weight.shape[0] == 49410

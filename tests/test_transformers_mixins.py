@@ -8,6 +8,7 @@ attention, multi-GPU, features MobileCLIP does not have) are theirs.
 
 import copy
 import os
+import tempfile
 import unittest
 
 import pytest
@@ -53,6 +54,12 @@ from modeling_mobileclip import (  # noqa: E402
 CHANNEL_FIRST = (
     "MCi towers return channel-first (B, C, H, W) feature maps, timm's layout, not a (B, L, hidden) sequence"
 )
+
+
+def _attention_layers(model):
+    from modeling_mobileclip.modeling_mobileclip import MobileCLIPAttention
+
+    return [m for m in model.modules() if isinstance(m, MobileCLIPAttention)]
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -263,6 +270,14 @@ class _VisionTests(_TowerTests):
     has_attentions = False  # the timm image towers do not return attention weights
     test_resize_embeddings = False
 
+    def test_gradient_checkpointing_enable_disable(self):
+        if self.all_model_classes[0] is MobileCLIPVisionModelWithProjection:
+            self.skipTest(
+                "timm's towers checkpoint through their own switch, not transformers' GradientCheckpointingLayer; "
+                "the switch and its gradients are tested in tests/test_modeling.py"
+            )
+        super().test_gradient_checkpointing_enable_disable()
+
     def test_inputs_embeds(self):
         self.skipTest("image towers take pixel_values, there are no input embeddings")
 
@@ -270,8 +285,30 @@ class _VisionTests(_TowerTests):
         self.skipTest("image towers take pixel_values, there are no input embeddings")
 
 
+PER_TOWER = (
+    "a dual encoder's output holds each tower's outputs (text_model_output, vision_model_output), tested on the "
+    "towers, as transformers' CLIPModel"
+)
+
+
 class _CompositeTests(ModelTesterMixin):
     _is_composite = True
+    additional_model_inputs = ["pixel_values"]  # with input_ids, so that eager and SDPA logits are compared
+
+    def _prepare_for_class(self, inputs_dict, model_class, return_labels=False):
+        inputs_dict = super()._prepare_for_class(inputs_dict, model_class, return_labels)
+        if return_labels:  # the contrastive loss is the dual encoder's training objective
+            inputs_dict["return_loss"] = True
+        return inputs_dict
+
+    def test_attention_outputs(self):
+        self.skipTest(PER_TOWER)
+
+    def test_hidden_states_output(self):
+        self.skipTest(PER_TOWER)
+
+    def test_retain_grad_hidden_states_attentions(self):
+        self.skipTest(PER_TOWER)
 
     def test_config(self):
         self.config_tester.run_common_tests()
@@ -314,6 +351,17 @@ def _vision_case(name, architecture):
             def test_hidden_states_output(self):
                 self.skipTest(CHANNEL_FIRST)
 
+            def test_num_layers_is_small(self):
+                self.skipTest("MCi always has timm's 4 stages (one block each here): 4 hidden states, not <= 2 layers")
+
+        else:
+
+            def test_retain_grad_hidden_states_attentions(self):
+                self.skipTest(
+                    "ViT hidden states are timm's forward_intermediates, re-joined class and patch tokens: copies of "
+                    "the block outputs, not tensors the forward continues from"
+                )
+
     Case.__name__ = Case.__qualname__ = name
     return Case
 
@@ -322,6 +370,29 @@ def _model_case(name, text_tower, architecture, causal):
     class Case(_CompositeTests, unittest.TestCase):
         all_model_classes = (MobileCLIPModel,)
         skip_test_image_features_output_shape = architecture.startswith("fastvit_")
+
+        def test_get_image_features_attentions(self):
+            self.skipTest("the timm image towers do not return attention weights")
+
+        def test_sdpa_can_dispatch_composite_models(self):
+            """transformers' test, for a composite whose image tower is timm's own module (not a PreTrainedModel, so
+            that checkpoints keep timm's keys): the text tower is a PreTrainedModel and dispatches as in the
+            original; the image tower follows vision_config._attn_implementation through timm's fused_attn."""
+            config, inputs_dict = self.model_tester.prepare_config_and_inputs_for_common()
+            model = MobileCLIPModel(config)
+            with tempfile.TemporaryDirectory() as tmpdirname:
+                model.save_pretrained(tmpdirname)
+                for requested, expected in ((None, "sdpa"), ("eager", "eager")):
+                    kwargs = {} if requested is None else {"attn_implementation": requested}
+                    loaded = MobileCLIPModel.from_pretrained(tmpdirname, **kwargs).eval()
+                    self.assertEqual(loaded.text_model.config._attn_implementation, expected)
+                    # None (nothing requested) is timm's default, SDPA
+                    self.assertEqual(loaded.config.vision_config._attn_implementation or "sdpa", expected)
+                    self.assertTrue(all(a.config._attn_implementation == expected for a in _attention_layers(loaded)))
+                    with torch.no_grad():
+                        loaded.get_image_features(inputs_dict["pixel_values"])
+                    fused = [m.fused_attn for m in loaded.vision_model.modules() if hasattr(m, "fused_attn")]
+                    self.assertTrue(all(f == (expected != "eager") for f in fused))
 
         def setUp(self):
             self.model_tester = MobileCLIPModelTester(self, text_tower, architecture, causal)
