@@ -30,7 +30,8 @@ setup(
     extras_require={
         # Reference implementations and tooling for tests and benchmarks. Apple's reference code is installed
         # separately with `pip install --no-deps visaionmobileclip` (it pins an old timm).
-        "dev": ["pytest", "open_clip_torch==3.3.0", "onnx", "onnxruntime", "onnxscript", "tensorboard", "matplotlib"],
+        "dev": ["pytest", "open_clip_torch==3.3.0", "onnx", "onnxruntime", "onnxscript", "tensorboard", "matplotlib",
+                "parameterized", "ruff"],
         "export": ["onnx", "onnxruntime", "onnxscript"],
     },
 )

@@ -85,7 +85,7 @@ def test_trust_remote_code_in_a_fresh_process(saved_model, tmp_path):
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=True)
         assert "modeling_mobileclip" not in sys.modules, "the installed package was imported"
         assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
-        ids = tokenizer(["a photo of a cat"], return_tensors="pt")["input_ids"]
+        ids = tokenizer(["a photo of a cat"], padding="max_length", truncation=True, return_tensors="pt")["input_ids"]
         assert ids.shape == (1, 77) and ids[0, -1] == 0
         with torch.no_grad():
             emb = model.get_text_features(ids).pooler_output
