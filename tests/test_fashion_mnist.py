@@ -34,11 +34,11 @@ def test_committed_models_match_their_sha256_and_load():
     from dataset_builder import TransformersCaptioner, TransformersTeacher
 
     recorded = verify_checksums(PRETRAINED)
-    for name in ("teacher_mci", "teacher_vit_p7", "captioner"):
+    for name in ("teacher_mci_seed0", "teacher_mci_seed1", "captioner"):
         assert f"{name}/model.safetensors" in recorded
         assert os.path.getsize(os.path.join(PRETRAINED, name, "model.safetensors")) < 8e6
-    teacher = TransformersTeacher.from_pretrained(os.path.join(PRETRAINED, "teacher_vit_p7"))
-    assert teacher.dim == 128 and teacher.image_size == 28
+    teacher = TransformersTeacher.from_pretrained(os.path.join(PRETRAINED, "teacher_mci_seed0"))
+    assert teacher.dim == 128 and teacher.image_size == 32
     captioner = TransformersCaptioner.from_pretrained(os.path.join(PRETRAINED, "captioner"))
     from PIL import Image
 

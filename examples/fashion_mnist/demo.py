@@ -9,8 +9,8 @@ split with noisy web-like captions, the split reinforced once, and students trai
   40% a correct caption ("a photo of a coat."), 20% a caption naming a wrong class, 40% uninformative alt-text
   ("IMG_2041.jpg", "new arrival, free shipping").
 * Teachers and captioner (committed in `pretrained/`, trained by `pretrain.py` on the other 54,000 training images,
-  with clean captions; their sha256 are checked before loading): two MobileCLIP dual encoders with ViT image towers,
-  and a small VisionEncoderDecoderModel captioner.
+  with clean captions; their sha256 are checked before loading): two MobileCLIP dual encoders with MCi image towers
+  (two seeds), and a small VisionEncoderDecoderModel captioner.
 
 Stages (each announced with its size and a rough time; each cached in `--output`, so a rerun skips what is done):
 
@@ -56,7 +56,7 @@ sys.path.insert(0, HERE)
 from captions import CLASS_NAMES, TEMPLATES, WEB_MIXTURE, clean_captions, web_captions  # noqa: E402
 
 PRETRAINED = os.path.join(HERE, "pretrained")
-TEACHERS = ("teacher_mci", "teacher_vit_p7")
+TEACHERS = ("teacher_mci_seed0", "teacher_mci_seed1")
 CAPTIONER = "captioner"
 IMAGE_SIZE = 28
 CONTEXT_LENGTH = 20  # as the teachers' (pretrain.py): the longest caption is 13 tokens
