@@ -1,0 +1,76 @@
+"""MobileCLIP processor: `MobileCLIPImageProcessor` and `MobileCLIPTokenizer` behind one call."""
+
+from transformers import BatchFeature, ProcessorMixin
+from transformers.image_utils import ImageInput
+from transformers.processing_utils import ProcessingKwargs, Unpack
+from transformers.tokenization_utils_base import PreTokenizedInput, TextInput
+
+from .image_processing_mobileclip import MobileCLIPImageProcessor, check_images
+from .tokenization_mobileclip import MobileCLIPTokenizer, check_text
+
+
+class MobileCLIPProcessor(ProcessorMixin):
+    r"""Wraps a `MobileCLIPImageProcessor` and a `MobileCLIPTokenizer` into a single processor.
+
+    By default text is padded to the tokenizer's `model_max_length` (77) with id 0 and truncated (`text_kwargs`):
+    open_clip's ids. Any other padding gives the same embeddings (the model pads to 77 itself).
+
+    Args:
+        image_processor: the image processor of the checkpoint (see `MobileCLIPImageProcessor.from_variant`).
+        tokenizer: the tokenizer (`MobileCLIPTokenizer()` builds it from the shipped BPE file).
+
+    Example:
+
+    ```python
+    >>> processor = MobileCLIPProcessor.from_variant("mobileclip-s2")
+    >>> inputs = processor(images=image, text=["a photo of a cat"], return_tensors="pt")
+    >>> inputs["input_ids"].shape, inputs["pixel_values"].shape
+    (torch.Size([1, 77]), torch.Size([1, 3, 256, 256]))
+    ```
+    """
+
+    # open_clip's call; the length is the tokenizer's model_max_length (77).
+    text_kwargs = {"padding": "max_length", "truncation": True}
+
+    def __init__(self, image_processor=None, tokenizer=None, **kwargs):
+        super().__init__(image_processor, tokenizer)
+
+    @classmethod
+    def from_variant(cls, name: str, **image_processor_kwargs) -> "MobileCLIPProcessor":
+        """Builds the processor of a released checkpoint, e.g. `"mobileclip2-l14"`, with no download.
+
+        Args:
+            name: a key of `configuration_mobileclip.VARIANTS` (case-insensitive, `_` or `-`).
+            **image_processor_kwargs: overrides of image-processor settings.
+        """
+        return cls(MobileCLIPImageProcessor.from_variant(name, **image_processor_kwargs), MobileCLIPTokenizer())
+
+    def __call__(
+        self,
+        images: ImageInput | None = None,
+        text: TextInput | PreTokenizedInput | list[TextInput] | list[PreTokenizedInput] | None = None,
+        *args,
+        **kwargs: Unpack[ProcessingKwargs],
+    ) -> BatchFeature:
+        """Preprocesses `images` into `pixel_values` and/or `text` into `input_ids` (77 wide by default) and
+        `attention_mask`."""
+        if images is None and text is None:
+            raise ValueError("MobileCLIPProcessor needs `images`, `text` or both; got neither.")
+        # Checked here because ProcessorMixin's own checks run first and do not name the offending type.
+        if images is not None:
+            check_images(images)
+        if text is not None:
+            check_text(text)
+        return super().__call__(images, text, *args, **kwargs)
+
+    @classmethod
+    def _get_arguments_from_pretrained(cls, pretrained_model_name_or_path, processor_dict=None, **kwargs):
+        # transformers resolves sub-processors through AutoImageProcessor / AutoTokenizer, which only know these classes
+        # once the package has registered them. Loading them directly also works for Hub remote code.
+        return [
+            MobileCLIPImageProcessor.from_pretrained(pretrained_model_name_or_path, **kwargs),
+            MobileCLIPTokenizer.from_pretrained(pretrained_model_name_or_path, **kwargs),
+        ]
+
+
+__all__ = ["MobileCLIPProcessor"]
