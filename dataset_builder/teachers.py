@@ -20,11 +20,11 @@ import torch
 from PIL import Image
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as F
+from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+
+from modeling_mobileclip.inference import pooled_output
 
 from .augment import DEFAULT_INTERPOLATION, DEFAULT_OUTPUT_SIZE, apply_augmentation
-
-OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 def replay_for_teacher(image: Image.Image, params: Any, image_size: int,
@@ -65,8 +65,8 @@ class Teacher(ABC):
     dim: int
     logit_scale: float
     image_size: int
-    mean: Sequence[float] = OPENAI_MEAN
-    std: Sequence[float] = OPENAI_STD
+    mean: Sequence[float] = tuple(OPENAI_CLIP_MEAN)
+    std: Sequence[float] = tuple(OPENAI_CLIP_STD)
     interpolation: str = "bicubic"
     max_batch: int = 256  # images per forward pass; B x K replayed images can be thousands
 
@@ -108,11 +108,6 @@ class Teacher(ABC):
         """Un-normalised text embeddings of strings."""
 
 
-def _pooled(output: Any) -> torch.Tensor:
-    # transformers 5 returns BaseModelOutputWithPooling from get_*_features; 4.x and custom models a tensor.
-    return getattr(output, "pooler_output", output)
-
-
 class TransformersTeacher(Teacher):
     """A transformers dual encoder (``get_image_features`` / ``get_text_features``) as a teacher.
 
@@ -126,7 +121,7 @@ class TransformersTeacher(Teacher):
     """
 
     def __init__(self, model: torch.nn.Module, tokenize: Callable[[list[str]], Any], name: str, image_size: int,
-                 mean: Sequence[float] = OPENAI_MEAN, std: Sequence[float] = OPENAI_STD,
+                 mean: Sequence[float] = OPENAI_CLIP_MEAN, std: Sequence[float] = OPENAI_CLIP_STD,
                  interpolation: str = "bicubic", logit_scale: float | None = None):
         self.model = model.eval()
         self.tokenize = tokenize
@@ -156,13 +151,13 @@ class TransformersTeacher(Teacher):
 
         # MobileCLIP's processors do not normalise (do_normalize False, mean/std None): pixels stay in [0, 1].
         normalize = getattr(proc, "do_normalize", True) and getattr(proc, "image_mean", None) is not None
-        mean = getattr(proc, "image_mean", OPENAI_MEAN) if normalize else (0.0, 0.0, 0.0)
-        std = getattr(proc, "image_std", OPENAI_STD) if normalize else (1.0, 1.0, 1.0)
+        mean = getattr(proc, "image_mean", OPENAI_CLIP_MEAN) if normalize else (0.0, 0.0, 0.0)
+        std = getattr(proc, "image_std", OPENAI_CLIP_STD) if normalize else (1.0, 1.0, 1.0)
         return cls(model, tokenize, name=f"hf:{model_id}", image_size=image_size,
                    mean=kwargs.pop("mean", mean), std=kwargs.pop("std", std), **kwargs)
 
     def _encode_image(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return _pooled(self.model.get_image_features(pixel_values=pixel_values))
+        return pooled_output(self.model.get_image_features(pixel_values=pixel_values))
 
     def _encode_text(self, texts: list[str]) -> torch.Tensor:
         tokens = self.tokenize(texts)
@@ -170,7 +165,7 @@ class TransformersTeacher(Teacher):
         if isinstance(tokens, torch.Tensor):
             tokens = {"input_ids": tokens}
         tokens = {k: v.to(device) for k, v in tokens.items() if k in ("input_ids", "attention_mask")}
-        return _pooled(self.model.get_text_features(**tokens))
+        return pooled_output(self.model.get_text_features(**tokens))
 
 
 class OpenCLIPTeacher(Teacher):
@@ -192,8 +187,8 @@ class OpenCLIPTeacher(Teacher):
         self.tokenizer = open_clip.get_tokenizer(model_name)
         size = model.visual.image_size
         size = size[0] if isinstance(size, (tuple, list)) else size
-        mean = getattr(model.visual, "image_mean", None) or OPENAI_MEAN
-        std = getattr(model.visual, "image_std", None) or OPENAI_STD
+        mean = getattr(model.visual, "image_mean", None) or OPENAI_CLIP_MEAN
+        std = getattr(model.visual, "image_std", None) or OPENAI_CLIP_STD
         if logit_scale is None:
             logit_scale = float(model.logit_scale.detach().exp())
         dim = int(self._encode_text(["a"]).shape[-1])
@@ -258,8 +253,6 @@ def load_teacher(spec: str, device: str | torch.device = "cpu", dtype: torch.dty
 
 
 __all__ = [
-    "OPENAI_MEAN",
-    "OPENAI_STD",
     "OpenCLIPTeacher",
     "Teacher",
     "TeacherEnsemble",

@@ -11,9 +11,7 @@ import math
 
 from huggingface_hub.dataclasses import strict
 from transformers.configuration_utils import PreTrainedConfig
-
-OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 # Text towers: the S1/S2/B transformer (12 x 512 wide), MobileCLIP2's and the large variants' 768-wide one, and S0's
 # MCt (RepMixer block, 4 transformer layers, RepMixer block).

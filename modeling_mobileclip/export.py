@@ -32,6 +32,7 @@ from torch import nn
 
 from .configuration_mobileclip import MobileCLIPConfig, MobileCLIPTextConfig, MobileCLIPVisionConfig
 from .modeling_mobileclip import (
+    MAX_LOGIT_SCALE,
     MobileCLIPModel,
     MobileCLIPPreTrainedModel,
     MobileCLIPTextModelWithProjection,
@@ -300,7 +301,7 @@ def _export_config(model: MobileCLIPPreTrainedModel, files: dict, fmt: str, mode
         variant=getattr(model.config, "variant", None),
         projection_dim=(vision_config or text_config).projection_dim,
         embeddings_normalized=False,  # L2-normalise before taking cosine similarities
-        logit_scale=float(model.logit_scale.detach().exp().clamp(max=100.0)) if hasattr(model, "logit_scale") else None,
+        logit_scale=float(model.logit_scale.detach().exp().clamp(max=MAX_LOGIT_SCALE)) if hasattr(model, "logit_scale") else None,
         files=files,
     )
     if vision_config is not None:

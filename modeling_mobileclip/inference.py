@@ -43,4 +43,10 @@ def optimize_for_inference(model, device: str | torch.device = "cpu", dtype: tor
     return model
 
 
-__all__ = ["fastest_dtype", "native_bfloat16", "optimize_for_inference"]
+def pooled_output(output) -> torch.Tensor:
+    """The embeddings of a `get_image_features` / `get_text_features` call: transformers 5 returns a
+    `BaseModelOutputWithPooling` (its `pooler_output`), transformers 4 and other CLIP-style models the tensor."""
+    return getattr(output, "pooler_output", output)
+
+
+__all__ = ["fastest_dtype", "native_bfloat16", "optimize_for_inference", "pooled_output"]

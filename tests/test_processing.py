@@ -94,7 +94,7 @@ def test_from_variant_settings(variant):
 def test_from_variant_spot_checks():
     l14 = MobileCLIPImageProcessor.from_variant("MobileCLIP2_L14")  # case and separator are normalised
     assert l14.resample == PIL.Image.Resampling.BICUBIC and l14.size.shortest_edge == 224
-    assert l14.do_normalize and l14.image_mean == OPENAI_CLIP_MEAN and l14.image_std == OPENAI_CLIP_STD
+    assert l14.do_normalize and l14.image_mean == tuple(OPENAI_CLIP_MEAN) and l14.image_std == tuple(OPENAI_CLIP_STD)
     s2 = MobileCLIPImageProcessor.from_variant("mobileclip-s2")
     assert not s2.do_normalize and s2.size.shortest_edge == 256 and s2.resample == PIL.Image.Resampling.BILINEAR
     assert MobileCLIPImageProcessor.from_variant("mobileclip-b").crop_size.height == 224

@@ -33,6 +33,8 @@ from modeling_mobileclip import (  # importing the package registers MobileCLIP 
     MobileCLIPTokenizer,
 )
 
+from modeling_mobileclip.inference import pooled_output
+
 from .data import Tokenize, decode_image, load_rows
 
 # open_clip's SIMPLE_IMAGENET_TEMPLATES and OPENAI_IMAGENET_TEMPLATES (the 80 prompts of the CLIP paper, which
@@ -136,11 +138,6 @@ def context_length(config) -> int:
     return config.text_config.max_position_embeddings
 
 
-def _pooled(output) -> torch.Tensor:
-    # transformers 5 returns a BaseModelOutputWithPooling from get_*_features; earlier versions a tensor.
-    return output.pooler_output if hasattr(output, "pooler_output") else output
-
-
 # ---------------------------------------------------------------------------------------------------------------------
 # Embedding
 
@@ -182,7 +179,7 @@ def embed_images(model, dataloader, accelerator=None) -> dict[str, torch.Tensor]
     outputs = {}
     for batch in dataloader:
         with accelerator.autocast() if accelerator else contextlib.nullcontext():
-            features = _pooled(model.get_image_features(pixel_values=batch["pixel_values"].to(device)))
+            features = pooled_output(model.get_image_features(pixel_values=batch["pixel_values"].to(device)))
         step = {k: v.to(device) for k, v in batch.items() if k != "pixel_values"}
         step["features"] = F.normalize(features.float(), dim=-1)
         if accelerator:
@@ -203,7 +200,7 @@ def embed_texts(model, tokenizer, texts: list[str], batch_size: int = 256, accel
     for start in range(0, len(texts), batch_size):
         input_ids = tokenize(texts[start : start + batch_size]).to(device)
         with accelerator.autocast() if accelerator else contextlib.nullcontext():
-            features.append(F.normalize(_pooled(model.get_text_features(input_ids=input_ids)).float(), dim=-1))
+            features.append(F.normalize(pooled_output(model.get_text_features(input_ids=input_ids)).float(), dim=-1))
     return torch.cat(features).cpu()
 
 

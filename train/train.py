@@ -49,6 +49,7 @@ from accelerate.utils import load as accelerate_load
 from tqdm.auto import tqdm
 
 from modeling_mobileclip.modelcard import eval_entries, model_card
+from modeling_mobileclip.modeling_mobileclip import MAX_LOGIT_SCALE
 from modeling_mobileclip.paths import looks_like_local_path
 from train.data import (
     CLIP_CROP_SCALE,
@@ -67,7 +68,8 @@ from train.data import (
 from train.evaluate import TEMPLATES, context_length, load_eval_task, load_model_and_processor, run_eval_tasks
 from train.loss import ReinforcedCLIPLoss
 
-MAX_LOGIT_SCALE = math.log(100)  # the learned temperature is clamped to 100 after every step (open_clip)
+# The learned temperature is clamped to MAX_LOGIT_SCALE (100) after every step (open_clip); the parameter is its log.
+MAX_LOG_LOGIT_SCALE = math.log(MAX_LOGIT_SCALE)
 TEACHER_KEYS = ("teacher_image_embeds", "teacher_text_embeds", "teacher_syn_text_embeds")
 CHECKPOINT_NAME = re.compile(r"checkpoint_(\d+)")  # accelerate's naming; other entries of checkpoints/ are ignored
 TEMPORARY_PREFIX = ".tmp-"  # checkpoints being written or deleted: never resumed from, removed at the next start
@@ -768,7 +770,7 @@ def train_loop(cfg, accelerator, model, optimizer, scheduler, train_dl, step_los
             lr = scheduler.get_last_lr()[0]  # the rate this step used
             scheduler.step()
             with torch.no_grad():
-                unwrapped.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+                unwrapped.logit_scale.clamp_(0, MAX_LOG_LOGIT_SCALE)
             # Loss parts: mean over micro-batches and processes (= the global-batch loss); corrupt samples: sum.
             local = torch.stack(parts)
             stats = torch.cat([local[:, :3].mean(0) / accelerator.num_processes, local[:, 3:].sum(0)])
