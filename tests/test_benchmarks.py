@@ -93,3 +93,19 @@ def test_reinforce_throughput_smoke(tmp_path):
     assert result["args"]["n"] == 0 and result["end_to_end"]["samples_per_s"] > 0
     assert result["storage"]["bytes_per_sample_per_column"]["image_emb"] > 0
     assert "**end to end**" in run.stdout
+
+
+def test_precision_smoke(tmp_path):
+    """bf16 and int8 against float32 on the demo's committed teacher and real test images (a few of them)."""
+    out = tmp_path / "precision.json"
+    run = subprocess.run([sys.executable, "-m", "benchmarks.precision", "--max-samples", "40", "--num-calibration",
+                          "16", "--min-cosine", "0.9", "--output", str(out)], capture_output=True, text=True,
+                         timeout=600, cwd=SCRIPT.parents[1])
+    assert run.returncode == 0, run.stderr[-3000:]
+    results = json.loads(out.read_text())["results"]
+    assert list(results) == ["float32 eager", "bfloat16 eager (optimize_for_inference)", "int8 onnxruntime"]
+    assert results["float32 eager"]["agreement_with_float32"] == 1.0
+    for name, r in results.items():
+        assert 0.9 <= r["image_cosine_to_float32"]["min"] <= 1.0 + 1e-6, name
+        assert 0.8 <= r["agreement_with_float32"] <= 1.0, name
+    assert "| int8 onnxruntime |" in run.stdout and (tmp_path / "precision.md").exists()
