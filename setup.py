@@ -10,7 +10,10 @@ setup(
     license="MIT",
     python_requires=">=3.10",
     packages=find_packages(include=["modeling_mobileclip", "dataset_builder", "train"]),
-    package_data={"modeling_mobileclip": ["bpe_simple_vocab_16e6.txt.gz"], "train": ["configs/*.yaml", "metrics/*/*.py"]},
+    package_data={
+        "modeling_mobileclip": ["bpe_simple_vocab_16e6.txt.gz"],
+        "train": ["configs/*.yaml", "metrics/*/*.py"],
+    },
     install_requires=[
         "torch>=2.1",
         "torchvision>=0.16",

@@ -9,7 +9,6 @@ The int8 image encoder is calibrated on training images, never on the evaluated 
 """
 
 import argparse
-import json
 import os
 import platform
 import tempfile
@@ -20,7 +19,7 @@ import torch.nn.functional as F
 
 from benchmarks.common import write_results
 from modeling_mobileclip import MobileCLIPModel, MobileCLIPProcessor
-from modeling_mobileclip.export import ort_session, export_onnx_int8
+from modeling_mobileclip.export import export_onnx_int8, ort_session
 from modeling_mobileclip.inference import native_bfloat16, optimize_for_inference
 from train.evaluate import zero_shot_metrics
 

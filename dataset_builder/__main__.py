@@ -82,8 +82,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="resolution the augmentations are sampled at")
     g.add_argument("--crop-scale", type=float, nargs=2, default=[0.08, 1.0], metavar=("MIN", "MAX"),
                    help="RandomResizedCrop area range of the stored augmentations")
-    g.add_argument("--license", help="Hub licence id for the dataset card (the source data's, teachers' and captioner's "
-                                     "terms apply to the result)")
+    g.add_argument("--license", help="Hub licence id for the dataset card (the source data's, teachers' and "
+                                     "captioner's terms apply to the result)")
     g.add_argument("--rand-augment-magnitude", type=int, choices=range(31), default=9, metavar="0-30",
                    help="RandAugment magnitude bin of the stored augmentations (DataCompDR: 9; less for small images)")
     g.add_argument("--max-skipped-fraction", type=_fraction, default=DEFAULT_MAX_SKIPPED_FRACTION,

@@ -9,9 +9,9 @@ from collections import Counter
 from typing import Any
 
 import datasets
-import pyarrow.parquet as pq
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import yaml
 from datasets import Features, List, Value
 

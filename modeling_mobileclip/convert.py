@@ -32,8 +32,8 @@ import torch
 from torch import nn
 
 from .configuration_mobileclip import VARIANTS, MobileCLIPConfig
-from .modeling_mobileclip import MobileCLIPModel, MobileCLIPVisionModelWithProjection, create_image_tower
 from .modelcard import APPLE_MODEL_LICENSE, model_card
+from .modeling_mobileclip import MobileCLIPModel, MobileCLIPVisionModelWithProjection, create_image_tower
 from .paths import check_local_path, looks_like_local_path
 
 logger = logging.getLogger(__name__)

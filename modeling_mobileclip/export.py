@@ -301,7 +301,8 @@ def _export_config(model: MobileCLIPPreTrainedModel, files: dict, fmt: str, mode
         variant=getattr(model.config, "variant", None),
         projection_dim=(vision_config or text_config).projection_dim,
         embeddings_normalized=False,  # L2-normalise before taking cosine similarities
-        logit_scale=float(model.logit_scale.detach().exp().clamp(max=MAX_LOGIT_SCALE)) if hasattr(model, "logit_scale") else None,
+        logit_scale=(float(model.logit_scale.detach().exp().clamp(max=MAX_LOGIT_SCALE))
+                     if hasattr(model, "logit_scale") else None),
         files=files,
     )
     if vision_config is not None:
@@ -384,7 +385,13 @@ def _quantize_tower(tower: dict, fp32_path: str, path: str, calibration: torch.T
     calibrated on them), what convolutions need to run in int8. Without: dynamic quantization (int8 weights,
     activation ranges computed at run time), the usual choice for transformer text encoders.
     """
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     class Reader(CalibrationDataReader):

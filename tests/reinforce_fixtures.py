@@ -18,10 +18,11 @@ from transformers import (
     ViTImageProcessor,
 )
 
-from conftest import randomize_, tiny_config
 from dataset_builder.captioner import TransformersCaptioner
 from dataset_builder.teachers import TransformersTeacher
 from modeling_mobileclip.modeling_mobileclip import MobileCLIPModel
+
+from conftest import randomize_, tiny_config
 
 WORDS = ["[PAD]", "[BOS]", "[EOS]", "a", "photo", "of", "cat", "dog", "on", "the", "red", "table", "."]
 

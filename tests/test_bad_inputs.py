@@ -6,7 +6,6 @@ the ONNX opset in test_export.py.
 """
 
 import io
-import os
 import struct
 import tracemalloc
 import zlib
@@ -15,12 +14,13 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
-from conftest import randomize_, tiny_config
 
 import modeling_mobileclip.image_processing_mobileclip as image_processing
 from modeling_mobileclip import MobileCLIPImageProcessor, MobileCLIPModel, MobileCLIPProcessor, MobileCLIPTokenizer
 from modeling_mobileclip import convert as convert_module
 from modeling_mobileclip.paths import check_local_path, looks_like_local_path
+
+from conftest import randomize_, tiny_config
 
 SOT, EOT = 49406, 49407
 

@@ -49,13 +49,14 @@ def _run(script: str, *args: str) -> subprocess.CompletedProcess:
 
 def _tiny_model(folder: Path) -> str:
     """A tiny model with its processor, saved: a train.py student and a dataset_builder `hf:` teacher."""
-    from conftest import tiny_config
     from modeling_mobileclip import (
         MobileCLIPImageProcessor,
         MobileCLIPModel,
         MobileCLIPProcessor,
         MobileCLIPTokenizer,
     )
+
+    from conftest import tiny_config
 
     config = tiny_config()
     size, context_length = config.vision_config.image_size, config.text_config.max_position_embeddings

@@ -11,6 +11,7 @@ import pytest
 from dataset_builder import builder as builder_module
 from dataset_builder.builder import BuildError, build_reinforced_dataset
 from dataset_builder.card import finalize_dataset
+
 from reinforce_fixtures import load_local, messy_dataset, tiny_teachers
 
 GOOD_KEYS = ["u00", "u01", "u03", "u04", "u05", "u07", "u10", "u12", "u13"]

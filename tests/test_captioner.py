@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from reinforce_fixtures import tiny_captioner
 
 from dataset_builder.captioner import RowSampler
+
+from reinforce_fixtures import tiny_captioner
 
 
 def images(n: int) -> list[Image.Image]:

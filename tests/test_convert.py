@@ -10,11 +10,12 @@ import textwrap
 import pytest
 import torch
 from huggingface_hub import ModelCard
-from conftest import image_inputs, randomize_, text_inputs, tiny_config
 
 from modeling_mobileclip import MobileCLIPModel, MobileCLIPProcessor
 from modeling_mobileclip import convert as convert_module
 from modeling_mobileclip.convert import convert_checkpoint, main, save_converted, verify
+
+from conftest import image_inputs, randomize_, text_inputs, tiny_config
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 

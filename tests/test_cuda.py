@@ -2,9 +2,10 @@
 
 import pytest
 import torch
-from conftest import image_inputs, randomize_, text_inputs
 
 from modeling_mobileclip.convert import convert_checkpoint
+
+from conftest import image_inputs, randomize_, text_inputs
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

@@ -10,6 +10,7 @@ import pytest
 
 from dataset_builder.builder import build_reinforced_dataset
 from dataset_builder.datacompdr import load_datacompdr, write_datacompdr
+
 from reinforce_fixtures import load_local, messy_dataset, tiny_teachers
 
 

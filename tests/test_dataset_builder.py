@@ -14,6 +14,7 @@ from dataset_builder import builder as builder_module
 from dataset_builder.builder import build_reinforced_dataset
 from dataset_builder.card import finalize_dataset
 from dataset_builder.teachers import replay_for_teacher
+
 from reinforce_fixtures import EXPECTED_SKIPS, load_local, messy_dataset, tiny_captioner, tiny_teachers
 
 K, N = 3, 2

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import tiny_config
 from datasets import ClassLabel, Dataset, Features, Image, List, Value
 
 from modeling_mobileclip import MobileCLIPImageProcessor, MobileCLIPModel, MobileCLIPTokenizer
@@ -18,10 +17,14 @@ from train.evaluate import (
     evaluate_zero_shot,
     image_dataloader,
     load_model,
-    main as evaluate_main,
     retrieval_metrics,
     zero_shot_metrics,
 )
+from train.evaluate import (
+    main as evaluate_main,
+)
+
+from conftest import tiny_config
 
 
 def brute_force_recall(scores: torch.Tensor, is_own: torch.Tensor, k: int) -> float:

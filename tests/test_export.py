@@ -6,10 +6,11 @@ import os
 
 import pytest
 import torch
-from conftest import image_inputs, randomize_, text_inputs, tiny_config
 
 from modeling_mobileclip.export import SUPPORTED_FORMATS, export, export_onnx, graph_opset, main, supported_opsets
 from modeling_mobileclip.modeling_mobileclip import MobileCLIPModel
+
+from conftest import image_inputs, randomize_, text_inputs, tiny_config
 
 # The module itself (for monkeypatching), whatever the package's __init__ binds to the name `export`.
 export_module = importlib.import_module("modeling_mobileclip.export")

@@ -9,7 +9,6 @@ import textwrap
 import numpy as np
 import pytest
 import torch
-from conftest import randomize_, tiny_config
 from PIL import Image
 from transformers import (
     AutoConfig,
@@ -28,6 +27,8 @@ from modeling_mobileclip import (
     MobileCLIPTokenizer,
     MobileCLIPVisionModelWithProjection,
 )
+
+from conftest import randomize_, tiny_config
 
 LABELS = ["cat", "dog", "a very long label with many more words than the others"]
 

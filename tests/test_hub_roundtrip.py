@@ -9,7 +9,6 @@ process holds the server and checks what reached it. Scripts run in the order of
 model, load it, build and push the dataset, stream it, train on it.
 """
 
-import importlib.util
 import json
 import os
 import re
@@ -23,12 +22,13 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-from conftest import randomize_, tiny_config
-from hub_server import USER, HubServer
 from PIL import Image
 
 from modeling_mobileclip import MobileCLIPModel, MobileCLIPProcessor, MobileCLIPTokenizer
 from modeling_mobileclip.configuration_mobileclip import MobileCLIPConfig, MobileCLIPTextConfig, MobileCLIPVisionConfig
+
+from conftest import randomize_, tiny_config
+from hub_server import USER, HubServer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESTS = os.path.join(REPO, "tests")

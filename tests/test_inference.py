@@ -5,10 +5,11 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import image_inputs, randomize_, text_inputs, tiny_config
 
 from modeling_mobileclip import MobileCLIPModel
 from modeling_mobileclip.inference import fastest_dtype, native_bfloat16, optimize_for_inference
+
+from conftest import image_inputs, randomize_, text_inputs, tiny_config
 
 
 @pytest.mark.parametrize("text_tower", ["transformer", "mct"])

@@ -2,11 +2,12 @@
 
 import re
 
-from conftest import tiny_config
 from huggingface_hub import ModelCard
 
 from modeling_mobileclip import MobileCLIPModel, MobileCLIPProcessor
 from modeling_mobileclip.modelcard import APPLE_MODEL_LICENSE, eval_entries, model_card
+
+from conftest import tiny_config
 
 
 def test_model_card_metadata_round_trips_and_its_snippet_runs(tmp_path):

@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-from conftest import image_inputs, randomize_, text_inputs, tiny_config
 
 from modeling_mobileclip import (
     MobileCLIPConfig,
@@ -15,6 +14,8 @@ from modeling_mobileclip.modeling_mobileclip import (
     MobileCLIPRepMixer,
     MobileCLIPRepMixerBlock,
 )
+
+from conftest import image_inputs, randomize_, text_inputs, tiny_config
 
 TOWERS = [("mct", "fastvit_mci0"), ("transformer", "fastvit_mci0"), ("transformer", "vit_large_patch14_clip_224")]
 

@@ -7,10 +7,11 @@ re-parameterisation.
 
 import pytest
 import torch
-from conftest import image_inputs, randomize_, text_inputs
 
 from modeling_mobileclip.configuration_mobileclip import get_variant
 from modeling_mobileclip.convert import convert_checkpoint
+
+from conftest import image_inputs, randomize_, text_inputs
 
 ATOL = 1e-5
 

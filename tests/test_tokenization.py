@@ -178,7 +178,8 @@ def test_open_clip_internal_special_names_are_text(tokenizer):
 
 def test_save_load_round_trip(tokenizer, tmp_path):
     texts = HAND_PICKED + _random_texts(50, seed=1)
-    before = tokenizer(texts, return_tensors="pt", **OPEN_CLIP_CALL)["input_ids"]  # sets padding/truncation on the backend
+    # The call sets padding/truncation on the backend.
+    before = tokenizer(texts, return_tensors="pt", **OPEN_CLIP_CALL)["input_ids"]
     tokenizer.save_pretrained(tmp_path)
 
     saved = json.loads((tmp_path / "tokenizer.json").read_text())

@@ -14,8 +14,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-from huggingface_hub import ModelCard
 from datasets import ClassLabel, Dataset, Features, Image, List, Value
+from huggingface_hub import ModelCard
 from PIL import Image as PILImage
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF

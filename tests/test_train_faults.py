@@ -12,11 +12,11 @@ import time
 import pytest
 import torch
 from safetensors.torch import load_file
+from test_train import base_config, make_dataset, write_config
 
 from train.train import TRAIN_STATE, TrainConfig, load_config, training_function
 
 from conftest import tiny_config
-from test_train import base_config, make_dataset, write_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": REPO}

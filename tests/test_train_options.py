@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from PIL import Image as PILImage
+from test_train import DIMS, REPO, K, N, base_config, make_dataset, read_metrics
 from torchvision.transforms import InterpolationMode
 
 from dataset_builder.augment import apply_augmentation, seed_for_key
@@ -36,7 +37,6 @@ from train.evaluate import load_model_and_processor
 from train.train import TrainConfig, build_train_data, compute_loss, load_config, teacher_embeddings, training_function
 
 from conftest import tiny_config
-from test_train import DIMS, K, N, REPO, base_config, make_dataset, read_metrics
 
 M = 3  # captions of the second set, `syn_captions_coco`
 D = sum(DIMS)

@@ -13,7 +13,7 @@ import unittest
 
 import pytest
 
-pytest.importorskip("parameterized", reason="transformers' test mixins need `parameterized` (pip install parameterized)")
+pytest.importorskip("parameterized", reason="transformers' test mixins need `parameterized` (the dev extra)")
 
 import torch  # noqa: E402
 import transformers  # noqa: E402
@@ -242,7 +242,8 @@ class CLIPModelTester:
 # Test classes
 
 
-NO_LOSS = "a tower alone returns embeddings, no loss to train on (as transformers' CLIP towers; the dual encoders' tests train)"
+NO_LOSS = ("a tower alone returns embeddings, no loss to train on (as transformers' CLIP towers; the dual encoders' "
+           "tests train)")
 
 
 class _TowerTests(ModelTesterMixin):
@@ -409,9 +410,11 @@ MobileCLIPTextMCtTest = _text_case("MobileCLIPTextMCtTest", "mct", False)
 MobileCLIPTextCausalTest = _text_case("MobileCLIPTextCausalTest", "transformer", True)
 MobileCLIPVisionMCiTest = _vision_case("MobileCLIPVisionMCiTest", "fastvit_mci0")
 MobileCLIPVisionViTTest = _vision_case("MobileCLIPVisionViTTest", "vit_large_patch14_clip_224")
-MobileCLIPModelMCiTransformerTest = _model_case("MobileCLIPModelMCiTransformerTest", "transformer", "fastvit_mci0", False)
+MobileCLIPModelMCiTransformerTest = _model_case("MobileCLIPModelMCiTransformerTest", "transformer", "fastvit_mci0",
+                                                False)
 MobileCLIPModelMCiMCtTest = _model_case("MobileCLIPModelMCiMCtTest", "mct", "fastvit_mci0", False)
-MobileCLIPModelViTCausalTest = _model_case("MobileCLIPModelViTCausalTest", "transformer", "vit_large_patch14_clip_224", True)
+MobileCLIPModelViTCausalTest = _model_case("MobileCLIPModelViTCausalTest", "transformer",
+                                           "vit_large_patch14_clip_224", True)
 
 
 class CLIPTextControlTest(_TextTests, unittest.TestCase):

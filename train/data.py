@@ -5,9 +5,10 @@ A reinforced dataset (written by `dataset_builder`) is a local folder or Hub dat
 `aug_params` (JSON list of K DataCompDR compressed augmentations), `image_emb` (K x D) and `text_emb` ((1 + N) x D,
 real caption first), D being the concatenation of the teachers' individually L2-normalised embeddings.
 
-One training sample (Apple's reinforced data loader, `training/open_clip_v2.patch`) is: one of the K stored augmentations chosen uniformly and replayed
-at the student's own resolution, interpolation and normalisation; its teacher embedding `image_emb[aug_idx]`; the
-real caption with `text_emb[0]`; and one synthetic caption j, chosen uniformly, with `text_emb[1 + j]`.
+One training sample (Apple's reinforced data loader, `training/open_clip_v2.patch`) is: one of the K stored
+augmentations chosen uniformly and replayed at the student's own resolution, interpolation and normalisation; its
+teacher embedding `image_emb[aug_idx]`; the real caption with `text_emb[0]`; and one synthetic caption j, chosen
+uniformly, with `text_emb[1 + j]`.
 
 Several synthetic-caption sets (Apple's `syn.json` keys `syn_text`, `syn_text_<name>`, e.g. DFNDR's
 `syn_text_dfn_mscoco38k`, with embeddings in `text_emb` and `<key>_emb`) are stored as columns: `syn_captions`, whose

@@ -1,8 +1,9 @@
 """Zero-shot classification and image-text retrieval for MobileCLIP (or any transformers CLIP-style model).
 
 Zero-shot classification embeds every class name in several prompt templates and averages the normalised embeddings
-(prompt ensembling, CLIP paper Sec. 3.1.4); retrieval reports R@1/5/10 image->text and text->image, an image counting as found
-by a text if it is that text's image, and a text by an image if any of the image's captions is ranked that high.
+(prompt ensembling, CLIP paper Sec. 3.1.4); retrieval reports R@1/5/10 image->text and text->image, an image
+counting as found by a text if it is that text's image, and a text by an image if any of the image's captions is
+ranked that high.
 
 Usage (on any saved model, e.g. a training run's `output_dir`):
 
@@ -32,7 +33,6 @@ from modeling_mobileclip import (  # importing the package registers MobileCLIP 
     MobileCLIPProcessor,
     MobileCLIPTokenizer,
 )
-
 from modeling_mobileclip.inference import pooled_output
 
 from .data import Tokenize, decode_image, load_rows

@@ -4,9 +4,11 @@ Port of Apple's open_clip patch (`apple/ml-mobileclip: training/open_clip_v2.pat
 with `--distill-average-after-softmax`, and `DRClipLoss`), run as open_clip's `--local-loss --gather-with-grad`:
 each process scores its own rows against the columns of the whole global batch. With an autograd-aware all-gather
 the DDP mean of the per-process gradients is exactly the gradient of the global-batch loss
-(DDP averages gradients over processes; each process's loss already covers all columns), and a process only builds `n_local x N` logits instead of `N x N`.
+(DDP averages gradients over processes; each process's loss already covers all columns), and a process only
+builds `n_local x N` logits instead of `N x N`.
 
-Per batch (MobileCLIP paper, https://arxiv.org/abs/2311.17049, Sec. 3), with student features U, V (L2-normalised) and scale s:
+Per batch (MobileCLIP paper, https://arxiv.org/abs/2311.17049, Sec. 3), with student features U, V (L2-normalised)
+and scale s:
 
     L_clip    = ½ [CE(s U Vᵀ, I) + CE(s V Uᵀ, I)]
     P_i2t     = mean_k softmax_row(σ_k Û_k V̂_kᵀ + b_k)         (P_t2i: roles of Û, V̂ swapped)

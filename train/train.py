@@ -718,9 +718,9 @@ def training_model_card(cfg: TrainConfig, metrics: dict, repo_or_path: str):
         f"- loss weights (contrastive, distillation): {cfg.loss_weights}; teachers: {teachers}"
     )
     datasets_used = [d for d in (cfg.train_dataset,) if not looks_like_local_path(d) and not os.path.isdir(d)]
-    evaluations = [entry for task, source, split in (("zeroshot", cfg.eval_zeroshot_dataset, cfg.eval_zeroshot_split),
-                                                     ("retrieval", cfg.eval_retrieval_dataset, cfg.eval_retrieval_split))
-                   if source
+    sources = (("zeroshot", cfg.eval_zeroshot_dataset, cfg.eval_zeroshot_split),
+               ("retrieval", cfg.eval_retrieval_dataset, cfg.eval_retrieval_split))
+    evaluations = [entry for task, source, split in sources if source
                    for entry in eval_entries({k: v for k, v in metrics.items() if k.startswith(f"eval/{task}/")},
                                              source, split)]
     return model_card(cfg.run_name, how_made, repo_or_path, cfg.license, datasets=datasets_used,

@@ -77,7 +77,8 @@ class RankRecall(evaluate.Metric):
         if scores.ndim != 2 or not len(scores):
             raise ValueError(f"predictions must be one equally long row of similarities per query, got {scores.shape}")
         if owner.min() < 0 or owner.max() >= scores.shape[1]:
-            raise ValueError(f"references must index the {scores.shape[1]} candidates, got {owner.min()}..{owner.max()}")
+            raise ValueError(f"references must index the {scores.shape[1]} candidates, "
+                             f"got {owner.min()}..{owner.max()}")
         ks = tuple(ks or DEFAULT_KS[self.config_name])
         is_own = owner[:, None] == np.arange(scores.shape[1])[None, :]
         counts = rank_counts(scores, is_own, tie_tolerance)
