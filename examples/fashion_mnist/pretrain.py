@@ -16,9 +16,12 @@ for every image and epoch.
 
 Weights are saved in float16 (checked: zero-shot accuracy within 0.2 points of float32), the sha256 of every file in
 `pretrained/SHA256SUMS`, which the demo checks before loading, and the test accuracies in `pretrained/pretrain.json`.
-Deterministic: every random choice (initial weights, data order, augmentations, captions) is seeded, so rerunning on
-the same machine with the same library versions and thread count gives the same models; elsewhere, float rounding
-may make them differ slightly. About 15 minutes per teacher and 18 for the captioner on a busy 2-core CPU (one process each, in parallel).
+Seeded: every random choice (initial weights, data order, augmentations, caption choice) comes from a fixed seed, so
+rerunning gives the same teachers and captioner up to float rounding (bit for bit on the same machine, library
+versions and thread count; the committed files were not re-derived a second time to check that). Measured here:
+6 minutes per teacher (teachers 75.5% and 74.1% zero-shot top-1 on the test split) and 18 for the captioner, one
+process each, in parallel, on a shared 2-core CPU. The captioner learns the captions' wording faster than the
+images: after 1.5 epochs 24% of its sampled captions name the true class (chance: 10%).
 
     python examples/fashion_mnist/pretrain.py [--root /usr/share/datasets/fashion-mnist] [--only teacher_vit ...]
 """
