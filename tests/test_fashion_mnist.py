@@ -79,4 +79,5 @@ def test_learning_efficiency_measured_and_lower_bound():
     efficiency = learning_efficiency([(100, 0.85), (200, 0.9)], baseline)
     assert efficiency["baseline_samples_to_reach_reinforced_final"] is None
     assert efficiency["ratio"] == pytest.approx(4.0) and efficiency["lower_bound"]
-    assert efficiency["reinforced_samples_to_reach_baseline_final"] == pytest.approx(100 * 0.7 / 0.75)  # from (0, chance)
+    # Interpolated from (0 samples, chance) to the first point.
+    assert efficiency["reinforced_samples_to_reach_baseline_final"] == pytest.approx(100 * 0.7 / 0.75)

@@ -243,8 +243,14 @@ def synthetic_caption_stats(reinforced: str, captioned: str) -> dict:
 
 def student_init(output: str) -> str:
     """A config-only model folder (and processor): `training_function` initialises it from its seed."""
-    from modeling_mobileclip import (MobileCLIPConfig, MobileCLIPImageProcessor, MobileCLIPProcessor,
-                                     MobileCLIPTextConfig, MobileCLIPTokenizer, MobileCLIPVisionConfig)
+    from modeling_mobileclip import (
+        MobileCLIPConfig,
+        MobileCLIPImageProcessor,
+        MobileCLIPProcessor,
+        MobileCLIPTextConfig,
+        MobileCLIPTokenizer,
+        MobileCLIPVisionConfig,
+    )
 
     path = os.path.join(output, "init", "student")
     if not os.path.exists(os.path.join(path, "config.json")):
@@ -415,7 +421,8 @@ def main() -> None:
     t = announce("Stage 2/4, reinforcement", f"{n_images} images x K={args.num_augmentations} stored augmentations "
                  f"through 2 teachers, N={args.num_captions} captions per image sampled from the captioner",
                  views * SECONDS_PER_1K_REINFORCED_VIEWS / 1000 + n_images * args.num_captions / 500)
-    reinforced = reinforce(captioned, args.output, args.pretrained, args.num_augmentations, args.num_captions, max_images)
+    reinforced = reinforce(captioned, args.output, args.pretrained, args.num_augmentations, args.num_captions,
+                           max_images)
     results["synthetic_captions"] = synthetic_caption_stats(reinforced, captioned)
     fractions = results["synthetic_captions"]["fractions"]
     print(f"synthetic captions (from pixels): {100 * fractions['true_class']:.1f}% name the true class, "

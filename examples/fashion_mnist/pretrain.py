@@ -294,8 +294,9 @@ def train_captioner(images, labels, epochs: float, batch_size: int, lr: float, s
 @torch.no_grad()
 def caption_accuracy(path: str, num_images: int = 500) -> dict:
     """How often a sampled caption (dataset_builder's captioner, top-p 0.9) names the test image's class."""
-    from dataset_builder.captioner import TransformersCaptioner
     from datasets import load_dataset
+
+    from dataset_builder.captioner import TransformersCaptioner
 
     captioner = TransformersCaptioner.from_pretrained(path)
     test = load_dataset("parquet", data_files=os.path.join(HERE, "data", "test.parquet"), split="train")
