@@ -13,6 +13,7 @@ from datasets import ClassLabel, Dataset, Features, Image, List, Value
 from modeling_mobileclip import MobileCLIPImageProcessor, MobileCLIPModel, MobileCLIPTokenizer
 from train.evaluate import (
     RANK_RECALL,
+    class_retrieval_metrics,
     evaluate_retrieval,
     evaluate_zero_shot,
     image_dataloader,
@@ -155,3 +156,17 @@ def test_rank_recall_metric_rejects_bad_input():
         metric.compute(predictions=np.zeros((2, 3)), references=[0, 3])
     with pytest.raises(ValueError, match="Unknown configuration 'zero-shot'"):
         evaluate.load(RANK_RECALL, "zero-shot")
+
+
+def test_class_retrieval_finds_any_candidate_of_the_class_against_enumeration():
+    generator = torch.Generator().manual_seed(3)
+    for _ in range(10):
+        similarity = torch.randint(0, 3, (6, 5), generator=generator).float() / 4  # (queries, candidates)
+        query_labels = torch.randint(0, 2, (6,), generator=generator)
+        candidate_labels = torch.tensor([0, 1, 0, 1, 1])
+        is_own = query_labels[:, None] == candidate_labels[None, :]
+        metrics = class_retrieval_metrics(similarity, torch.eye(5), query_labels, candidate_labels, ks=(1, 2))
+        for k in (1, 2):
+            assert metrics[f"R@{k}"] == pytest.approx(brute_force_recall(similarity, is_own, k))
+    with pytest.raises(ValueError, match="at least one candidate"):
+        class_retrieval_metrics(torch.eye(2), torch.eye(2), torch.tensor([0, 2]), torch.tensor([0, 1]))

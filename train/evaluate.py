@@ -246,6 +246,13 @@ def retrieval_metrics(image_features, text_features, text_to_image: torch.Tensor
     return _rank_recall("retrieval").compute(predictions=similarity, references=text_to_image.numpy(), ks=ks)
 
 
+def class_retrieval_metrics(query_features, candidate_features, query_labels, candidate_labels, ks=(1, 5, 10)):
+    """Recall@k of class-level retrieval: a query finds any candidate of its own class (`rank_recall`)."""
+    similarity = (query_features.float() @ candidate_features.float().T).numpy()
+    return _rank_recall("class_retrieval").compute(predictions=similarity, references=query_labels.numpy(), ks=ks,
+                                                   candidate_labels=candidate_labels.numpy())
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Datasets
 
@@ -381,6 +388,7 @@ __all__ = [
     "TEMPLATES",
     "ImageRows",
     "captions_of",
+    "class_retrieval_metrics",
     "class_names_of",
     "context_length",
     "embed_images",

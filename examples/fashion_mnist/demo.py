@@ -186,7 +186,7 @@ def class_embeddings(model, tokenizer) -> torch.Tensor:
 def evaluate(model_dir: str, captioned: str) -> dict:
     """Zero-shot top-1/top-5 and class-level retrieval recall@1/5/10 both ways on the test split."""
     from modeling_mobileclip import MobileCLIPModel, MobileCLIPProcessor
-    from train.evaluate import embed_images, embed_texts, image_dataloader, zero_shot_metrics
+    from train.evaluate import class_retrieval_metrics, embed_images, embed_texts, image_dataloader, zero_shot_metrics
 
     model = MobileCLIPModel.from_pretrained(model_dir, dtype=torch.float32).eval()
     processor = MobileCLIPProcessor.from_pretrained(model_dir)
@@ -196,11 +196,11 @@ def evaluate(model_dir: str, captioned: str) -> dict:
     classifier = class_embeddings(model, processor.tokenizer)
     metrics = {f"zeroshot_{k}": v for k, v in zero_shot_metrics(images["features"], labels, classifier).items()}
     texts = embed_texts(model, processor.tokenizer, test["caption"])
-    similarity = images["features"] @ texts.T
-    for direction, sim in (("image_to_text", similarity), ("text_to_image", similarity.T)):
-        top = sim.topk(10, dim=1).indices
-        relevant = labels[top] == labels[:, None]  # the captions are class-level: any item of the class is a hit
-        metrics.update({f"{direction}_R@{k}": relevant[:, :k].any(1).float().mean().item() for k in (1, 5, 10)})
+    # The captions are class-level: any item of the query's class is a hit.
+    for direction, (queries, candidates) in (("image_to_text", (images["features"], texts)),
+                                             ("text_to_image", (texts, images["features"]))):
+        recalls = class_retrieval_metrics(queries, candidates, labels, labels)
+        metrics.update({f"{direction}_{k}": v for k, v in recalls.items()})
     return metrics
 
 

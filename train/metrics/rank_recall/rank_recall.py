@@ -1,6 +1,7 @@
 """Zero-shot top-k accuracy and image-text retrieval recall@k, as an `evaluate` metric with a stated tie rule.
 
-Load it by path (no Hub access): `evaluate.load("train/metrics/rank_recall", "zeroshot")` or `"retrieval"`.
+Load it by path (no Hub access): `evaluate.load("train/metrics/rank_recall", CONFIG)`, CONFIG one of `"zeroshot"`,
+`"retrieval"` or `"class_retrieval"`.
 
 Both are the probability that a query's own candidate is ranked among the top k: for zero-shot the query is an
 image and the candidates are the classes; for retrieval, text -> image ranks every image for a text (its own image is
@@ -8,7 +9,9 @@ the one it describes) and image -> text ranks every text for an image (found if 
 high). Similarities closer than `tie_tolerance` (default 1e-4) are ties. Float rounding moves a cosine similarity by
 ~1e-6 between batch sizes, kernels and CPUs, and identical inputs embedded in different batches differ by as much:
 without a tolerance their order would depend on the batch size. A tie is broken uniformly at random and the metric is
-that expectation, so a model that embeds everything alike scores chance, not a perfect recall.
+that expectation, so a model that embeds everything alike scores chance, not a perfect recall. `class_retrieval` ranks
+candidates that carry class labels: a query finds any candidate of its own class (class-level captions, where every
+image of a class is a right answer).
 """
 
 import math
@@ -24,14 +27,17 @@ _KWARGS_DESCRIPTION = """
 Args:
     predictions: per query, its similarity to every candidate (zeroshot: an image's cosine logits over the classes;
         retrieval: a text's cosine similarity to every image).
-    references: per query, the index of its own candidate (zeroshot: the label; retrieval: the text's image).
+    references: per query, the index of its own candidate (zeroshot: the label; retrieval: the text's image), or
+        (class_retrieval) the query's class.
+    candidate_labels: class_retrieval only: the class of every candidate.
     ks: the k of top-k (default (1, 5) for zeroshot, (1, 5, 10) for retrieval); zeroshot drops k above the number of
         classes.
     tie_tolerance: similarities within this of each other are ties (default 1e-4).
 Returns:
-    zeroshot: `top{k}`; retrieval: `image_to_text_R@{k}`, `text_to_image_R@{k}` and their mean `mean_recall`.
+    zeroshot: `top{k}`; retrieval: `image_to_text_R@{k}`, `text_to_image_R@{k}` and their mean `mean_recall`;
+    class_retrieval: `R@{k}`.
 """
-DEFAULT_KS = {"zeroshot": (1, 5), "retrieval": (1, 5, 10)}
+DEFAULT_KS = {"zeroshot": (1, 5), "retrieval": (1, 5, 10), "class_retrieval": (1, 5, 10)}
 
 
 def found_in_top_k(greater: np.ndarray, tied: np.ndarray, own_tied: np.ndarray, k: int) -> np.ndarray:
@@ -72,14 +78,23 @@ class RankRecall(evaluate.Metric):
             ),
         )
 
-    def _compute(self, predictions, references, ks=None, tie_tolerance=1e-4):
+    def _compute(self, predictions, references, ks=None, tie_tolerance=1e-4, candidate_labels=None):
         scores, owner = np.asarray(predictions, dtype=np.float32), np.asarray(references)
         if scores.ndim != 2 or not len(scores):
             raise ValueError(f"predictions must be one equally long row of similarities per query, got {scores.shape}")
+        ks = tuple(ks or DEFAULT_KS[self.config_name])
+        if self.config_name == "class_retrieval":
+            labels = np.asarray(candidate_labels if candidate_labels is not None else [])
+            if labels.shape != (scores.shape[1],):
+                raise ValueError(f"class_retrieval needs candidate_labels, one per candidate ({scores.shape[1]}), "
+                                 f"got shape {labels.shape}")
+            counts = rank_counts(scores, owner[:, None] == labels[None, :], tie_tolerance)
+            if not counts[2].min() >= 1:
+                raise ValueError("every query's class must have at least one candidate")
+            return {f"R@{k}": float(found_in_top_k(*counts, k).mean()) for k in ks}
         if owner.min() < 0 or owner.max() >= scores.shape[1]:
             raise ValueError(f"references must index the {scores.shape[1]} candidates, "
                              f"got {owner.min()}..{owner.max()}")
-        ks = tuple(ks or DEFAULT_KS[self.config_name])
         is_own = owner[:, None] == np.arange(scores.shape[1])[None, :]
         counts = rank_counts(scores, is_own, tie_tolerance)
         if self.config_name == "zeroshot":
