@@ -162,7 +162,7 @@ class MobileCLIPTokenizer(CLIPTokenizer):
 
     def _save_pretrained(self, save_directory, file_names, *args, **kwargs):
         # A call leaves padding/truncation enabled on the Rust backend. Saved into tokenizer.json, they would come back
-        # as init kwargs (max_length, stride, ...) on reload (HF_CONVENTIONS §2.5); each call sets them again anyway.
+        # as init kwargs (max_length, stride, ...) on reload; each call sets them again anyway.
         self.backend_tokenizer.no_padding()
         self.backend_tokenizer.no_truncation()
         return super()._save_pretrained(save_directory, file_names, *args, **kwargs)

@@ -18,7 +18,7 @@ from modeling_mobileclip.tokenization_mobileclip import (  # noqa: E402
 CONTEXT, SOT, EOT = 77, 49406, 49407
 OPEN_CLIP_CALL = {"padding": "max_length", "truncation": True}  # MobileCLIPProcessor's default text kwargs
 
-# Each line exercises one documented pitfall (HF_CONVENTIONS §3.3): cleaning (ftfy, HTML), "!" as the pad token,
+# Each line exercises one pitfall of reproducing open_clip's tokenizer: cleaning (ftfy, HTML), "!" as the pad token,
 # literal special tokens, unicode normalisation, whitespace, and truncation at exactly / just over 77 tokens.
 HAND_PICKED = [
     "a photo of a cat",
