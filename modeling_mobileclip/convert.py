@@ -34,7 +34,7 @@ from torch import nn
 from .configuration_mobileclip import VARIANTS, MobileCLIPConfig
 from .modelcard import APPLE_MODEL_LICENSE, model_card
 from .modeling_mobileclip import MobileCLIPModel, MobileCLIPVisionModelWithProjection, create_image_tower
-from .paths import check_local_path, looks_like_local_path
+from .paths import check_local_path, is_hub_id
 
 logger = logging.getLogger(__name__)
 
@@ -385,7 +385,7 @@ def conversion_card(variant: str, checkpoint: str, conversion: Conversion, repo_
     form = "fused (re-parameterised)" if vision_config.reparameterized else "train-time (un-fused)"
     how_made = (f"`{variant}` converted by `python -m modeling_mobileclip.convert` from `{checkpoint}` "
                 f"({conversion.source_format} format), saved in its {form} form. {checked}")
-    base = checkpoint if not looks_like_local_path(checkpoint) and not os.path.exists(checkpoint) else None
+    base = checkpoint if is_hub_id(checkpoint) else None
     return model_card(variant, how_made, repo_or_path, APPLE_MODEL_LICENSE, base_model=base,
                       tags=[variant, f"converted-from-{conversion.source_format}"])
 

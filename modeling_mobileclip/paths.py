@@ -31,6 +31,11 @@ def looks_like_local_path(name: str) -> bool:
     return "\\" in name or not _HUB_ID.match(name) or name.lower().endswith(FILE_EXTENSIONS)
 
 
+def is_hub_id(name: str) -> bool:
+    """Whether `name` is taken for a Hub repo id: nothing local by that name, and not path-shaped."""
+    return not os.path.exists(name) and not looks_like_local_path(name)
+
+
 def check_local_path(name: str, what: str = "Path") -> None:
     """Raises `FileNotFoundError` naming `name` when it does not exist and looks like a local path, not a Hub id.
 
@@ -38,7 +43,7 @@ def check_local_path(name: str, what: str = "Path") -> None:
         name: a local file or folder, or a Hub repo id (left alone).
         what: what `name` is, for the message, e.g. `"Checkpoint"` or `"train_dataset"`.
     """
-    if os.path.exists(name) or not looks_like_local_path(name):
+    if os.path.exists(name) or is_hub_id(name):
         return
     hint = ""
     if name.startswith("~") and os.path.exists(os.path.expanduser(name)):
@@ -46,4 +51,4 @@ def check_local_path(name: str, what: str = "Path") -> None:
     raise FileNotFoundError(f"{what} {name!r}: no such file or folder{hint}.")
 
 
-__all__ = ["FILE_EXTENSIONS", "check_local_path", "looks_like_local_path"]
+__all__ = ["FILE_EXTENSIONS", "check_local_path", "is_hub_id", "looks_like_local_path"]

@@ -50,7 +50,7 @@ from tqdm.auto import tqdm
 
 from modeling_mobileclip.modelcard import eval_entries, model_card
 from modeling_mobileclip.modeling_mobileclip import MAX_LOGIT_SCALE
-from modeling_mobileclip.paths import looks_like_local_path
+from modeling_mobileclip.paths import is_hub_id
 from train.data import (
     CLIP_CROP_SCALE,
     DEFAULT_SYN_CAPTIONS_REGEX,
@@ -717,7 +717,7 @@ def training_model_card(cfg: TrainConfig, metrics: dict, repo_or_path: str):
         f"{cfg.warmup_steps} warm-up steps; mixed precision {cfg.mixed_precision}; seed {cfg.seed}\n"
         f"- loss weights (contrastive, distillation): {cfg.loss_weights}; teachers: {teachers}"
     )
-    datasets_used = [d for d in (cfg.train_dataset,) if not looks_like_local_path(d) and not os.path.isdir(d)]
+    datasets_used = [cfg.train_dataset] if is_hub_id(cfg.train_dataset) else []
     sources = (("zeroshot", cfg.eval_zeroshot_dataset, cfg.eval_zeroshot_split),
                ("retrieval", cfg.eval_retrieval_dataset, cfg.eval_retrieval_split))
     evaluations = [entry for task, source, split in sources if source
