@@ -9,8 +9,8 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "examples", "fashion_mnist"))
 
-from captions import ALT_TEXTS, CLASS_NAMES, TEMPLATES, WEB_MIXTURE, web_captions  # noqa: E402
-from demo import PRETRAINED, caption_class, learning_efficiency, samples_to_reach, verify_checksums  # noqa: E402
+from captions import ALT_TEXTS, CLASS_NAMES, TEMPLATES, WEB_MIXTURE, caption_class, web_captions  # noqa: E402
+from demo import PRETRAINED, learning_efficiency, samples_to_reach, verify_checksums  # noqa: E402
 
 
 def test_web_captions_are_seeded_with_the_documented_fractions():

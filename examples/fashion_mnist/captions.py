@@ -69,3 +69,12 @@ def web_captions(labels: list[int], seed: int = 0) -> tuple[list[str], list[str]
         else:
             captions.append(rng.choice(ALT_TEXTS).format(rng.randrange(10_000)))
     return captions, kinds
+
+
+def caption_class(text: str) -> int | None:
+    """The class a clean caption names (a class name in a template, or a class description), else None."""
+    text = text.strip().rstrip(".")
+    for label in range(len(CLASS_NAMES)):
+        if text in [c.rstrip(".") for c in clean_captions(label)]:
+            return label
+    return None

@@ -53,7 +53,7 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, ROOT)  # train/ and dataset_builder/ when run from a checkout
 sys.path.insert(0, HERE)
 
-from captions import CLASS_NAMES, TEMPLATES, WEB_MIXTURE, clean_captions, web_captions  # noqa: E402
+from captions import CLASS_NAMES, TEMPLATES, WEB_MIXTURE, caption_class, web_captions  # noqa: E402
 
 PRETRAINED = os.path.join(HERE, "pretrained")
 TEACHERS = ("teacher_mci_seed0", "teacher_mci_seed1")
@@ -143,15 +143,6 @@ def load_teachers(pretrained: str) -> list:
 
     return [MemoizedTextTeacher.from_pretrained(os.path.join(pretrained, name), interpolation="bilinear")
             for name in TEACHERS]
-
-
-def caption_class(text: str) -> int | None:
-    """The class a clean caption names (a class name in a template, or a class description), else None."""
-    text = text.strip().rstrip(".")
-    for label in range(len(CLASS_NAMES)):
-        if text in [c.rstrip(".") for c in clean_captions(label)]:
-            return label
-    return None
 
 
 def reinforce(captioned: str, output: str, pretrained: str, num_augmentations: int, num_captions: int,

@@ -44,7 +44,7 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, HERE)
 
-from captions import CLASS_NAMES, TEMPLATES, clean_captions  # noqa: E402
+from captions import CLASS_NAMES, TEMPLATES, caption_class, clean_captions  # noqa: E402
 from prepare import balanced_subset, load_idx  # noqa: E402
 
 from dataset_builder.augment import apply_augmentation, sample_augmentations, seed_for_key  # noqa: E402
@@ -306,14 +306,6 @@ def caption_accuracy(path: str, num_images: int = 500) -> dict:
     truth = [label for label in test["label"] for _ in range(2)]
     return {"caption_names_true_class": sum(n == t for n, t in zip(named, truth)) / len(truth),
             "caption_examples": texts[:3]}
-
-
-def caption_class(text: str) -> int | None:
-    """The class a clean caption names (by class name or description), or None."""
-    for label in range(len(CLASS_NAMES)):
-        if text.strip().rstrip(".") in [c.rstrip(".") for c in clean_captions(label)]:
-            return label
-    return None
 
 
 def main() -> None:
