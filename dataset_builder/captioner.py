@@ -138,9 +138,6 @@ class CoCaCaptioner:
         import open_clip
 
         model, _, self.preprocess = open_clip.create_model_and_transforms(model_name, pretrained=pretrained)
-        if pretrained is None:  # random weights (tests, benchmarks): open_clip leaves this one as torch.empty garbage
-            projection = model.text_decoder.text_projection
-            torch.nn.init.normal_(projection, std=projection.shape[0] ** -0.5)
         self.model = model.to(device=device, dtype=dtype).eval()
         self.name, self.seq_len, self.top_p = f"openclip:{model_name}:{pretrained}", seq_len, top_p
         self._decode = open_clip.decode

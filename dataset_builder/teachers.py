@@ -13,7 +13,6 @@ CLIP, SigLIP, this project's MobileCLIP) and ``OpenCLIPTeacher`` (open_clip, whe
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import torch
@@ -48,35 +47,49 @@ def replay_views(image: Image.Image, params: Sequence[Any], views: Sequence[tupl
             for size, interp in views}
 
 
-@dataclass
 class Teacher(ABC):
-    """Base class: subclasses implement ``_encode_image`` (normalised pixels) and ``_encode_text`` (strings).
+    """What the builder and train.py's online distillation need from a teacher: a frozen network, its preprocessing,
+    and L2-normalised image and text embeddings. A subclass sets ``model`` and calls this ``__init__`` for the rest;
+    it implements ``_encode_image`` (normalised pixels) and ``_encode_text`` (strings).
 
     Attributes:
+        model: The network, set by the subclass; the teacher runs on the device and in the dtype of its parameters.
         name: Identifier stored in the metadata (e.g. ``"openclip:ViT-L-14:openai"``).
-        dim: Embedding width.
+        dim: Embedding width, as the model declares it.
         logit_scale: Temperature the teacher was trained with (exp of the learned log scale).
         image_size: Square input resolution the augmentations are replayed at.
         mean, std: Per-channel normalisation applied to ``[0, 1]`` pixels.
         interpolation: Resize interpolation of the replayed crop.
+        max_batch: Images per forward pass (B x K replayed images can be thousands).
     """
 
+    model: torch.nn.Module
     name: str
     dim: int
     logit_scale: float
     image_size: int
-    mean: Sequence[float] = tuple(OPENAI_CLIP_MEAN)
-    std: Sequence[float] = tuple(OPENAI_CLIP_STD)
-    interpolation: str = "bicubic"
-    max_batch: int = 256  # images per forward pass; B x K replayed images can be thousands
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    interpolation: str
+    max_batch: int
+
+    def __init__(self, name: str, dim: int, logit_scale: float, image_size: int,
+                 mean: Sequence[float] = OPENAI_CLIP_MEAN, std: Sequence[float] = OPENAI_CLIP_STD,
+                 interpolation: str = "bicubic", max_batch: int = 256):
+        self.name, self.dim, self.logit_scale, self.image_size = name, int(dim), float(logit_scale), int(image_size)
+        self.mean, self.std = tuple(float(x) for x in mean), tuple(float(x) for x in std)
+        self.interpolation, self.max_batch = interpolation, max_batch
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r}, dim={self.dim}, image_size={self.image_size})"
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device  # type: ignore[attr-defined]
+        return next(self.model.parameters()).device
 
     @property
     def dtype(self) -> torch.dtype:
-        return next(self.model.parameters()).dtype  # type: ignore[attr-defined]
+        return next(self.model.parameters()).dtype
 
     def normalize(self, pixels_uint8: torch.Tensor) -> torch.Tensor:
         """uint8 ``(B, 3, S, S)`` -> normalised float pixels on the teacher's device and dtype."""
@@ -92,9 +105,22 @@ class Teacher(ABC):
         return torch.nn.functional.normalize(torch.cat(chunks), dim=-1)
 
     @torch.no_grad()
+    def embed_pixel_values(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """``embed_images`` of pixels already normalised with ``mean`` and ``std`` (train.py's loader prepares them
+        in its workers)."""
+        pixel_values = pixel_values.to(self.device, self.dtype, non_blocking=True)
+        chunks = [self._encode_image(chunk).float() for chunk in pixel_values.split(self.max_batch)]
+        return torch.nn.functional.normalize(torch.cat(chunks), dim=-1)
+
+    @torch.no_grad()
     def embed_texts(self, texts: Sequence[str]) -> torch.Tensor:
         """Return L2-normalised float32 embeddings ``(len(texts), dim)``."""
         return torch.nn.functional.normalize(self._encode_text(list(texts)).float(), dim=-1)
+
+    @torch.no_grad()
+    def embed_input_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """``embed_texts`` of captions already tokenised with the teacher's tokenizer (``_encode_input_ids``)."""
+        return torch.nn.functional.normalize(self._encode_input_ids(input_ids.to(self.device)).float(), dim=-1)
 
     def metadata(self) -> dict:
         return {"name": self.name, "dim": self.dim, "logit_scale": float(self.logit_scale)}
@@ -107,6 +133,39 @@ class Teacher(ABC):
     def _encode_text(self, texts: list[str]) -> torch.Tensor:
         """Un-normalised text embeddings of strings."""
 
+    def _encode_input_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Un-normalised text embeddings of token ids; only for teachers whose captions can be tokenised apart."""
+        raise NotImplementedError(f"{type(self).__name__} embeds strings only (embed_texts)")
+
+
+def embedding_dim(config: Any) -> int:
+    """Embedding width a transformers dual-encoder config declares: ``projection_dim`` (CLIP, MobileCLIP), else the
+    text head's ``projection_size`` (SigLIP, whose image embeddings have that width too)."""
+    dim = getattr(config, "projection_dim", None) or getattr(getattr(config, "text_config", None), "projection_size",
+                                                              None)
+    if not dim:
+        raise ValueError(f"{type(config).__name__} declares no embedding width (projection_dim): pass dim=")
+    return int(dim)
+
+
+def text_context_length(tokenizer: Any, config: Any) -> int:
+    """Caption length in tokens: the tokenizer's ``model_max_length``, at most the text tower's positions. A tokenizer
+    saved without a length reports transformers' VERY_LARGE_INTEGER (1e30); the positions bound it then."""
+    positions = getattr(getattr(config, "text_config", None), "max_position_embeddings", None)
+    return min(tokenizer.model_max_length, positions) if positions else tokenizer.model_max_length
+
+
+class PaddedTokenizer:
+    """Captions -> ``input_ids`` padded to ``max_length`` (SigLIP was trained on max_length padding; CLIP ignores
+    padding after EOT, so this is safe for both). Returns the tokenizer's dict, attention mask included."""
+
+    def __init__(self, tokenizer: Any, max_length: int):
+        self.tokenizer, self.max_length = tokenizer, max_length
+
+    def __call__(self, texts: list[str]) -> Any:
+        return self.tokenizer(texts, padding="max_length", truncation=True, max_length=self.max_length,
+                              return_tensors="pt")
+
 
 class TransformersTeacher(Teacher):
     """A transformers dual encoder (``get_image_features`` / ``get_text_features``) as a teacher.
@@ -114,23 +173,22 @@ class TransformersTeacher(Teacher):
     Args:
         model: The model (put it on its device and dtype first).
         tokenize: Callable mapping a list of strings to ``input_ids`` (a tensor) or a dict of tensors; typically
-            ``lambda t: tokenizer(t, padding="max_length", truncation=True, return_tensors="pt")``.
+            ``PaddedTokenizer(tokenizer, max_length)``.
         name: Metadata name.
         image_size, mean, std, interpolation: Preprocessing; see ``from_pretrained`` for reading them from the
             checkpoint's image processor.
+        logit_scale: Override of the model's learned scale (none learned: 100).
+        dim: Embedding width; by default the one the model's config declares (``embedding_dim``).
     """
 
     def __init__(self, model: torch.nn.Module, tokenize: Callable[[list[str]], Any], name: str, image_size: int,
                  mean: Sequence[float] = OPENAI_CLIP_MEAN, std: Sequence[float] = OPENAI_CLIP_STD,
-                 interpolation: str = "bicubic", logit_scale: float | None = None):
-        self.model = model.eval()
-        self.tokenize = tokenize
+                 interpolation: str = "bicubic", logit_scale: float | None = None, dim: int | None = None):
         if logit_scale is None:
             scale = getattr(model, "logit_scale", None)
             logit_scale = float(scale.detach().exp()) if scale is not None else 100.0
-        with torch.no_grad():
-            dim = int(self._encode_text(["a"]).shape[-1])
-        super().__init__(name, dim, logit_scale, int(image_size), tuple(mean), tuple(std), interpolation)
+        self.model, self.tokenize = model.eval(), tokenize
+        super().__init__(name, dim or embedding_dim(model.config), logit_scale, image_size, mean, std, interpolation)
 
     @classmethod
     def from_pretrained(cls, model_id: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
@@ -141,31 +199,34 @@ class TransformersTeacher(Teacher):
         model = AutoModel.from_pretrained(model_id, dtype=dtype, trust_remote_code=True).to(device)
         tokenizer = AutoTokenizer.from_pretrained(model_id, trust_remote_code=True)
         proc = AutoImageProcessor.from_pretrained(model_id, trust_remote_code=True)
-        size = getattr(proc, "crop_size", None) or getattr(proc, "size", None) or {}
+        tokenize = PaddedTokenizer(tokenizer, text_context_length(tokenizer, model.config))
+        return cls.from_processor(model, tokenize, proc, f"hf:{model_id}", **kwargs)
+
+    @classmethod
+    def from_processor(cls, model: torch.nn.Module, tokenize: Callable[[list[str]], Any], image_processor: Any,
+                       name: str, **kwargs: Any) -> "TransformersTeacher":
+        """A loaded model with the preprocessing its image processor describes (``kwargs`` override it)."""
+        size = getattr(image_processor, "crop_size", None) or getattr(image_processor, "size", None) or {}
         image_size = kwargs.pop("image_size", None) or size.get("height") or size.get("shortest_edge") or 224
-        max_len = tokenizer.model_max_length if tokenizer.model_max_length < 10_000 else 77
-
-        def tokenize(texts: list[str]) -> Any:
-            # SigLIP was trained on max_length padding; CLIP ignores padding after EOT, so this is safe for both.
-            return tokenizer(texts, padding="max_length", truncation=True, max_length=max_len, return_tensors="pt")
-
         # MobileCLIP's processors do not normalise (do_normalize False, mean/std None): pixels stay in [0, 1].
-        normalize = getattr(proc, "do_normalize", True) and getattr(proc, "image_mean", None) is not None
-        mean = getattr(proc, "image_mean", OPENAI_CLIP_MEAN) if normalize else (0.0, 0.0, 0.0)
-        std = getattr(proc, "image_std", OPENAI_CLIP_STD) if normalize else (1.0, 1.0, 1.0)
-        return cls(model, tokenize, name=f"hf:{model_id}", image_size=image_size,
-                   mean=kwargs.pop("mean", mean), std=kwargs.pop("std", std), **kwargs)
+        normalize = getattr(image_processor, "do_normalize", True) and getattr(image_processor, "image_mean", None)
+        mean = image_processor.image_mean if normalize else (0.0, 0.0, 0.0)
+        std = image_processor.image_std if normalize else (1.0, 1.0, 1.0)
+        return cls(model, tokenize, name=name, image_size=image_size, mean=kwargs.pop("mean", mean),
+                   std=kwargs.pop("std", std), **kwargs)
 
     def _encode_image(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return pooled_output(self.model.get_image_features(pixel_values=pixel_values))
 
     def _encode_text(self, texts: list[str]) -> torch.Tensor:
         tokens = self.tokenize(texts)
-        device = next(self.model.parameters()).device
         if isinstance(tokens, torch.Tensor):
             tokens = {"input_ids": tokens}
-        tokens = {k: v.to(device) for k, v in tokens.items() if k in ("input_ids", "attention_mask")}
+        tokens = {k: v.to(self.device) for k, v in tokens.items() if k in ("input_ids", "attention_mask")}
         return pooled_output(self.model.get_text_features(**tokens))
+
+    def _encode_input_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return pooled_output(self.model.get_text_features(input_ids=input_ids))
 
 
 class OpenCLIPTeacher(Teacher):
@@ -182,8 +243,7 @@ class OpenCLIPTeacher(Teacher):
                  dtype: torch.dtype = torch.float32, logit_scale: float | None = None):
         import open_clip
 
-        model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=pretrained)
-        self.model = model.to(device=device, dtype=dtype).eval()
+        model = open_clip.create_model_and_transforms(model_name, pretrained=pretrained)[0]
         self.tokenizer = open_clip.get_tokenizer(model_name)
         size = model.visual.image_size
         size = size[0] if isinstance(size, (tuple, list)) else size
@@ -191,15 +251,19 @@ class OpenCLIPTeacher(Teacher):
         std = getattr(model.visual, "image_std", None) or OPENAI_CLIP_STD
         if logit_scale is None:
             logit_scale = float(model.logit_scale.detach().exp())
-        dim = int(self._encode_text(["a"]).shape[-1])
-        super().__init__(f"openclip:{model_name}:{pretrained}", dim, logit_scale, int(size), mean, std)
+        self.model = model.to(device=device, dtype=dtype).eval()
+        # The architecture's declared width (`embed_dim`); a Hub model's config is not in open_clip's registry.
+        dim = (open_clip.get_model_config(model_name) or {}).get("embed_dim") or model.visual.output_dim
+        super().__init__(f"openclip:{model_name}:{pretrained}", dim, logit_scale, size, mean, std)
 
     def _encode_image(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return self.model.encode_image(pixel_values)
 
     def _encode_text(self, texts: list[str]) -> torch.Tensor:
-        device = next(self.model.parameters()).device
-        return self.model.encode_text(self.tokenizer(texts).to(device))
+        return self._encode_input_ids(self.tokenizer(texts).to(self.device))
+
+    def _encode_input_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_text(input_ids)
 
 
 class TeacherEnsemble:
@@ -225,17 +289,23 @@ class TeacherEnsemble:
         """Distinct ``(resolution, interpolation)`` pairs: augmentations are replayed once per pair."""
         return sorted({(t.image_size, t.interpolation) for t in self.teachers})
 
-    def replay(self, image: Image.Image, params: Sequence[Any]) -> dict[tuple[int, str], torch.Tensor]:
-        """Replay every augmentation once per view (see ``replay_views``)."""
-        return replay_views(image, params, self.views, self.aug_resolution)
-
     def embed_images(self, views: dict[tuple[int, str], torch.Tensor]) -> torch.Tensor:
-        """Concatenated embeddings ``(B, D)`` from replayed views (as returned by ``replay``, stacked over samples)."""
+        """Concatenated embeddings ``(B, D)``, on the CPU, of uint8 views (``replay_views``, stacked over samples)."""
         return torch.cat([t.embed_images(views[(t.image_size, t.interpolation)]).cpu() for t in self.teachers], -1)
 
     def embed_texts(self, texts: Sequence[str]) -> torch.Tensor:
-        """Concatenated embeddings ``(len(texts), D)``."""
+        """Concatenated embeddings ``(len(texts), D)``, on the CPU."""
         return torch.cat([t.embed_texts(texts).cpu() for t in self.teachers], dim=-1)
+
+    def embed_pixel_values(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Concatenated embeddings ``(B, D)``, on the pixels' device, of pixels already preprocessed as every teacher
+        wants them (one ``image_size``, ``mean``, ``std``; train.py's online distillation)."""
+        return torch.cat([t.embed_pixel_values(pixel_values).to(pixel_values.device) for t in self.teachers], -1)
+
+    def embed_input_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Concatenated embeddings ``(N, D)``, on the ids' device, of captions tokenised as every teacher wants them
+        (one shared tokenizer; train.py's online distillation)."""
+        return torch.cat([t.embed_input_ids(input_ids).to(input_ids.device) for t in self.teachers], -1)
 
     def metadata(self) -> list[dict]:
         return [t.metadata() for t in self.teachers]
@@ -254,10 +324,13 @@ def load_teacher(spec: str, device: str | torch.device = "cpu", dtype: torch.dty
 
 __all__ = [
     "OpenCLIPTeacher",
+    "PaddedTokenizer",
     "Teacher",
     "TeacherEnsemble",
     "TransformersTeacher",
+    "embedding_dim",
     "load_teacher",
     "replay_for_teacher",
     "replay_views",
+    "text_context_length",
 ]

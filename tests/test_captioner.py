@@ -49,7 +49,12 @@ def tiny_coca():
         multimodal_cfg=dict(context_length=76, vocab_size=49408, attn_pooler_heads=2, **tower),
     )
     torch.manual_seed(0)
-    return CoCaCaptioner("coca_tiny_test", pretrained=None, seq_len=12)
+    captioner = CoCaCaptioner("coca_tiny_test", pretrained=None, seq_len=12)
+    # Random weights: open_clip leaves the decoder's projection as torch.empty (never initialised), whatever it holds.
+    projection = captioner.model.text_decoder.text_projection
+    with torch.no_grad():
+        torch.nn.init.normal_(projection, std=projection.shape[0] ** -0.5)
+    return captioner
 
 
 def test_coca_captions_are_batched_and_batch_independent(tiny_coca):
