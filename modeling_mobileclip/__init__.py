@@ -21,8 +21,10 @@ from .configuration_mobileclip import (
     MobileCLIPTextConfig,
     MobileCLIPVisionConfig,
     get_variant,
+    normalize_variant,
 )
 from .image_processing_mobileclip import MobileCLIPImageProcessor
+from .loading import image_preprocessing, load_model, load_model_and_processor, load_processor, saved_image_processor
 from .modeling_mobileclip import (
     MobileCLIPModel,
     MobileCLIPOutput,
@@ -70,4 +72,10 @@ __all__ = [
     "MobileCLIPVisionConfig",
     "MobileCLIPVisionModelWithProjection",
     "get_variant",
+    "image_preprocessing",
+    "load_model",
+    "load_model_and_processor",
+    "load_processor",
+    "normalize_variant",
+    "saved_image_processor",
 ]

@@ -20,18 +20,18 @@ the conversion starts, and a checkpoint inside it is refused (replacing the fold
 """
 
 import argparse
-import glob
 import logging
 import os
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from .atomic import TEMPORARY_INFIX, temporaries, temporary_name
 from .configuration_mobileclip import VARIANTS, MobileCLIPConfig
+from .example_inputs import example_input_ids, example_pixel_values
 from .modelcard import APPLE_MODEL_LICENSE, model_card
 from .modeling_mobileclip import MobileCLIPModel, MobileCLIPVisionModelWithProjection, create_image_tower
 from .paths import check_local_path, is_hub_id
@@ -164,26 +164,31 @@ def _convert_image_tower(timm_state_dict: dict) -> dict[str, torch.Tensor]:
 
 
 def _apple_image_to_timm(state_dict: dict, config: MobileCLIPConfig) -> dict[str, torch.Tensor]:
-    """Apple's MCi / ViT-B keys to timm's, with timm's own converters (`checkpoint_filter_fn`)."""
+    """Apple's MCi / ViT-B keys to timm's, with timm's own public converters (`checkpoint_filter_fn`, which
+    recognise Apple's keys)."""
     from timm.models import fastvit, vision_transformer_hybrid
 
     image = {k: v for k, v in state_dict.items() if k.startswith("image_encoder.model.")}
+    tower = create_image_tower(config.vision_config)
     if config.vision_config.architecture.startswith("fastvit_"):
         # Apple's CLIP projection `head.proj` (C, E) is timm's classifier with a zero bias.
         projection = image.pop("image_encoder.model.head.proj")
-        timm_state_dict = fastvit.checkpoint_filter_fn(image, create_image_tower(config.vision_config))
         return {
-            **timm_state_dict,
+            **fastvit.checkpoint_filter_fn(image, tower),
             "head.fc.weight": projection.t(),
             "head.fc.bias": projection.new_zeros(projection.shape[1]),
         }
-    return vision_transformer_hybrid._convert_mobileclip(image, None)
+    return vision_transformer_hybrid.checkpoint_filter_fn(image, tower)
 
 
 def convert_state_dict(state_dict: dict[str, torch.Tensor], config: MobileCLIPConfig) -> dict[str, torch.Tensor]:
     """Maps a released checkpoint's state dict onto this package's parameter names."""
     state_dict = unwrap_state_dict(state_dict)
-    source = detect_format(state_dict)
+    return _convert_state_dict(state_dict, detect_format(state_dict), config)
+
+
+def _convert_state_dict(state_dict: dict[str, torch.Tensor], source: str, config: MobileCLIPConfig):
+    """`convert_state_dict` of an unwrapped state dict whose format (`detect_format`) is known."""
     if source == "timm":
         return _convert_image_tower(state_dict)
     if source == "apple":
@@ -266,21 +271,6 @@ def load_checkpoint(path: str) -> dict[str, torch.Tensor]:
 # Verification against reference implementations
 
 
-def _verification_inputs(config: MobileCLIPConfig, batch: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
-    generator = torch.Generator().manual_seed(0)
-    size = config.vision_config.image_size
-    pixel_values = torch.rand(batch, 3, size, size, generator=generator)
-    text_config = config.text_config
-    ids = torch.randint(
-        1, text_config.eos_token_id - 1, (batch, text_config.max_position_embeddings), generator=generator
-    )
-    ids[:, 0] = text_config.bos_token_id
-    for row, length in enumerate(torch.randint(3, text_config.max_position_embeddings, (batch,), generator=generator)):
-        ids[row, length] = text_config.eos_token_id
-        ids[row, length + 1 :] = 0
-    return pixel_values, ids
-
-
 def reference_model(source: str, variant: str, state_dict: dict) -> tuple[nn.Module, str] | None:
     """The reference implementation of the checkpoint's format loaded with the same weights, if importable."""
     try:
@@ -307,7 +297,8 @@ def reference_model(source: str, variant: str, state_dict: dict) -> tuple[nn.Mod
 def verify(model: MobileCLIPModel, reference: nn.Module, name: str, compare_image: bool = True) -> dict[str, float]:
     """Max abs difference of text and image embeddings against a model with open_clip's `encode_*` API."""
     model.eval(), reference.eval()
-    pixel_values, input_ids = _verification_inputs(model.config)
+    pixel_values = example_pixel_values(model.config.vision_config, batch=2)
+    input_ids = example_input_ids(model.config.text_config, batch=2)
     diffs = {
         "text": (model.get_text_features(input_ids).pooler_output - reference.encode_text(input_ids)).abs().max().item()
     }
@@ -338,7 +329,7 @@ def convert(variant: str, checkpoint: str | dict, reparameterize: bool = False, 
     state_dict = unwrap_state_dict(state_dict)
     source = detect_format(state_dict)
     model = MobileCLIPVisionModelWithProjection(config.vision_config) if source == "timm" else MobileCLIPModel(config)
-    load_strict(model, convert_state_dict(state_dict, config))
+    load_strict(model, _convert_state_dict(state_dict, source, config))
     result = Conversion(model, source)
     if verify_reference and source != "timm":
         reference = reference_model(source, config.variant, state_dict)
@@ -390,9 +381,11 @@ def conversion_card(variant: str, checkpoint: str, conversion: Conversion, repo_
                       tags=[variant, f"converted-from-{conversion.source_format}"])
 
 
-def _sibling(output_dir: str, tag: str) -> str:
+def _moved_aside(output_dir: str) -> str:
+    """Where an existing output folder waits while the new one is moved in: a fixed name, so that the next run finds
+    it, of the temporaries' form (`atomic.temporaries`)."""
     parent, name = os.path.split(os.path.abspath(output_dir))
-    return os.path.join(parent, f".{name}.{tag}")
+    return os.path.join(parent, f".{name}{TEMPORARY_INFIX}old")
 
 
 def recover_output(output_dir: str) -> None:
@@ -401,14 +394,15 @@ def recover_output(output_dir: str) -> None:
     The old folder is moved aside before the new one is moved in: if the process died in between, the old one is put
     back; if it died after, the old one is deleted. Half-written temporary folders of killed runs are deleted.
     """
-    old = _sibling(output_dir, "convert-old")
+    old = _moved_aside(output_dir)
     if os.path.exists(old):
         if os.path.exists(output_dir):
             shutil.rmtree(old)
         else:
             os.replace(old, output_dir)
             logger.warning("Restored %s, which an interrupted conversion had moved aside.", output_dir)
-    for staging in glob.glob(glob.escape(_sibling(output_dir, "convert-new-")) + "*"):
+    parent, name = os.path.split(os.path.abspath(output_dir))
+    for staging in temporaries(parent, name):
         shutil.rmtree(staging, ignore_errors=True)
 
 
@@ -433,15 +427,14 @@ def check_source_outside_output(checkpoint: str, output_dir: str) -> None:
 
 
 def save_converted(model, processor, output_dir: str, overwrite: bool = False, card=None) -> None:
-    """Writes model, processor and model card (`README.md`, if given) into a temporary folder beside `output_dir`,
-    then moves it into place, so an
-    interrupted conversion never leaves a half-written folder, and a crash while replacing an existing folder leaves
-    one complete folder (see `recover_output`)."""
+    """Writes model, processor and model card (`README.md`, if given) into a temporary folder beside `output_dir`
+    (named as `atomic.temporary_name` names them), then moves it into place, so an interrupted conversion never leaves
+    a half-written folder, and a crash while replacing an existing folder leaves one complete folder (see
+    `recover_output`)."""
     recover_output(output_dir)
     check_output(output_dir, overwrite)
-    parent = os.path.dirname(os.path.abspath(output_dir))
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=os.path.basename(_sibling(output_dir, "convert-new-")), dir=parent)
+    staging = temporary_name(output_dir)
+    os.makedirs(staging)
     try:
         model.save_pretrained(staging)
         if processor is not None:
@@ -452,7 +445,7 @@ def save_converted(model, processor, output_dir: str, overwrite: bool = False, c
             os.replace(staging, output_dir)
             return
         # Never a moment without a complete folder: old aside, new in, then old deleted.
-        old = _sibling(output_dir, "convert-old")
+        old = _moved_aside(output_dir)
         os.replace(output_dir, old)
         try:
             os.replace(staging, output_dir)

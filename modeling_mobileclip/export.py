@@ -8,36 +8,35 @@ built offline and text queries embedded on device):
 
 The batch axis is dynamic. Embeddings are projected but *not* L2-normalised, as `get_image_features(...).pooler_output`
 and `get_text_features(...).pooler_output`. Every graph is run with onnxruntime and compared with eager PyTorch at two
-batch sizes before it is kept, and written atomically (temporary file, then `os.replace`). The ONNX opset must be
-one torch's exporters support, and a graph is only kept if it was written in the opset asked for (the dynamo exporter
-silently keeps its own opset when it cannot convert). `export_config.json` records what a runtime needs to feed the
-graphs: image size, mean/std, context length, token ids.
+batch sizes before it is kept, and written atomically (`atomic.atomic_path`: a temporary beside it, then renamed).
+The ONNX opset must be one torch's exporters support, and a graph is only kept if it was written in the opset asked
+for (the dynamo exporter silently keeps its own opset when it cannot convert). `export_config.json` records what a
+runtime needs to feed the graphs: image size, mean/std, context length, token ids.
 
     python -m modeling_mobileclip.export --model DIR --format onnx --output DIR
 """
 
 import argparse
+import contextlib
 import copy
 import importlib.util
-import json
 import logging
 import numbers
 import os
 import shutil
-import tempfile
 import warnings
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from .atomic import atomic_path, temporary_name, write_json
 from .configuration_mobileclip import MobileCLIPConfig, MobileCLIPTextConfig, MobileCLIPVisionConfig
-from .modeling_mobileclip import (
-    MAX_LOGIT_SCALE,
-    MobileCLIPModel,
-    MobileCLIPPreTrainedModel,
-    MobileCLIPTextModelWithProjection,
-    MobileCLIPVisionModelWithProjection,
-)
+from .example_inputs import example_input_ids, example_pixel_values
+from .loading import image_preprocessing, load_model, saved_image_processor
+from .modeling_mobileclip import MAX_LOGIT_SCALE, MobileCLIPPreTrainedModel
+from .modeling_mobileclip import MobileCLIPTextModelWithProjection as TextTower
+from .modeling_mobileclip import MobileCLIPVisionModelWithProjection as ImageTower
 
 logger = logging.getLogger(__name__)
 
@@ -60,12 +59,6 @@ DEFAULT_CALIBRATION_TEXTS = tuple(
                      "a blurry low resolution picture of a small {} next to a window, taken at night")
     for noun in ("dog", "cat", "car", "tree", "person riding a bicycle", "bowl of soup", "red shoe", "city street")
 )
-# `from_pretrained` class for each model_type a MobileCLIP folder's config.json can have.
-MODEL_CLASSES = {
-    MobileCLIPConfig.model_type: MobileCLIPModel,
-    MobileCLIPVisionConfig.model_type: MobileCLIPVisionModelWithProjection,
-    MobileCLIPTextConfig.model_type: MobileCLIPTextModelWithProjection,
-}
 COREML_INSTALL_HINT = (
     "Core ML export needs coremltools, which is not a dependency of this package. Install it with "
     "`pip install coremltools` (it converts on macOS and Linux; running the converted model needs macOS)."
@@ -76,30 +69,33 @@ COREML_INSTALL_HINT = (
 # The towers as single-input, single-output modules
 
 
-class ImageEncoder(nn.Module):
+class _TowerEncoder(nn.Module):
+    """One tower's input -> its un-normalised projected embeddings, from a full model or that tower's model."""
+
+    tower_class: type
+    output_name: str  # the tower model's output field
+    features: str  # the full model's method
+
+    def __init__(self, model: MobileCLIPPreTrainedModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.model, self.tower_class):
+            return getattr(self.model(inputs), self.output_name)
+        return getattr(self.model, self.features)(inputs).pooler_output
+
+
+class ImageEncoder(_TowerEncoder):
     """`pixel_values` -> un-normalised projected `image_embeds`, from a full model or an image-tower model."""
 
-    def __init__(self, model: MobileCLIPPreTrainedModel):
-        super().__init__()
-        self.model = model
-
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        if isinstance(self.model, MobileCLIPVisionModelWithProjection):
-            return self.model(pixel_values).image_embeds
-        return self.model.get_image_features(pixel_values).pooler_output
+    tower_class, output_name, features = ImageTower, "image_embeds", "get_image_features"
 
 
-class TextEncoder(nn.Module):
+class TextEncoder(_TowerEncoder):
     """`input_ids` -> un-normalised projected `text_embeds`, from a full model or a text-tower model."""
 
-    def __init__(self, model: MobileCLIPPreTrainedModel):
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        if isinstance(self.model, MobileCLIPTextModelWithProjection):
-            return self.model(input_ids).text_embeds
-        return self.model.get_text_features(input_ids).pooler_output
+    tower_class, output_name, features = TextTower, "text_embeds", "get_text_features"
 
 
 def _tower_configs(model: MobileCLIPPreTrainedModel) -> tuple[MobileCLIPVisionConfig | None,
@@ -107,45 +103,37 @@ def _tower_configs(model: MobileCLIPPreTrainedModel) -> tuple[MobileCLIPVisionCo
     config = model.config
     if isinstance(config, MobileCLIPConfig):
         return config.vision_config, config.text_config
-    if isinstance(model, MobileCLIPVisionModelWithProjection):
+    if isinstance(model, ImageTower):
         return config, None
-    if isinstance(model, MobileCLIPTextModelWithProjection):
+    if isinstance(model, TextTower):
         return None, config
     raise TypeError(f"Expected a MobileCLIP model, got {type(model).__name__}.")
 
 
-def example_pixel_values(config: MobileCLIPVisionConfig, batch: int, seed: int = 0) -> torch.Tensor:
-    """Random pixels in [0, 1], the range the image processor produces."""
-    size = config.image_size
-    return torch.rand(batch, config.num_channels, size, size, generator=torch.Generator().manual_seed(seed))
+@dataclass
+class Tower:
+    """An exportable tower: its single-input module, the graph's input and output names, and its config."""
+
+    module: nn.Module
+    input_name: str
+    output_name: str
+    config: MobileCLIPVisionConfig | MobileCLIPTextConfig
+
+    def example(self, batch: int, seed: int = 0) -> torch.Tensor:
+        """An example input of `batch` rows (`example_pixel_values` or `example_input_ids`)."""
+        if isinstance(self.config, MobileCLIPVisionConfig):
+            return example_pixel_values(self.config, batch, seed)
+        return example_input_ids(self.config, batch, seed)
 
 
-def example_input_ids(config: MobileCLIPTextConfig, batch: int, seed: int = 0) -> torch.Tensor:
-    """Token ids shaped like the tokenizer's: start token, random tokens, end token (the largest id), zero padding."""
-    generator = torch.Generator().manual_seed(seed)
-    length = config.max_position_embeddings
-    ids = torch.randint(1, config.eos_token_id - 1, (batch, length), generator=generator)
-    ids[:, 0] = config.bos_token_id
-    for row, end in enumerate(torch.randint(2, length, (batch,), generator=generator).tolist()):
-        ids[row, end] = config.eos_token_id
-        ids[row, end + 1 :] = config.pad_token_id or 0
-    return ids
-
-
-def encoders(model: MobileCLIPPreTrainedModel) -> dict[str, dict]:
-    """The exportable towers of a model: name -> wrapper module, input/output names, example-input builder."""
+def encoders(model: MobileCLIPPreTrainedModel) -> dict[str, Tower]:
+    """The exportable towers of a model: `"image_encoder"` and/or `"text_encoder"` -> `Tower`."""
     vision_config, text_config = _tower_configs(model)
     towers = {}
     if vision_config is not None:
-        towers["image_encoder"] = dict(
-            module=ImageEncoder(model).eval(), input_name="pixel_values", output_name="image_embeds",
-            make_input=lambda batch, seed=0: example_pixel_values(vision_config, batch, seed),
-        )
+        towers["image_encoder"] = Tower(ImageEncoder(model).eval(), "pixel_values", "image_embeds", vision_config)
     if text_config is not None:
-        towers["text_encoder"] = dict(
-            module=TextEncoder(model).eval(), input_name="input_ids", output_name="text_embeds",
-            make_input=lambda batch, seed=0: example_input_ids(text_config, batch, seed),
-        )
+        towers["text_encoder"] = Tower(TextEncoder(model).eval(), "input_ids", "text_embeds", text_config)
     return towers
 
 
@@ -208,48 +196,42 @@ def ort_session(path: str, threads: int | None = None):
 
 
 @torch.no_grad()
-def verify_onnx(path: str, tower: dict, batch_sizes=VERIFY_BATCH_SIZES) -> dict[int, float]:
+def verify_onnx(path: str, tower: Tower, batch_sizes=VERIFY_BATCH_SIZES) -> dict[int, float]:
     """Max abs difference between onnxruntime and eager PyTorch, per batch size."""
     session = ort_session(path)
     diffs = {}
     for batch in batch_sizes:
-        inputs = tower["make_input"](batch, seed=batch)
-        expected = tower["module"](inputs).numpy()
-        (actual,) = session.run([tower["output_name"]], {tower["input_name"]: inputs.numpy()})
+        inputs = tower.example(batch, seed=batch)
+        expected = tower.module(inputs).numpy()
+        (actual,) = session.run([tower.output_name], {tower.input_name: inputs.numpy()})
         if actual.shape != expected.shape:
             raise ValueError(f"onnxruntime output shape {actual.shape} != eager {expected.shape} at batch {batch}.")
         diffs[batch] = float(abs(actual - expected).max())
     return diffs
 
 
-def _export_tower_onnx(tower: dict, path: str, exporter: str, opset: int, atol: float) -> dict:
+def _export_tower_onnx(tower: Tower, path: str, exporter: str, opset: int, atol: float) -> dict:
     """Exports one tower to a temporary file, verifies it, and only then moves it to `path`."""
     candidates = ("dynamo", "torchscript") if exporter == "auto" else (exporter,)
     errors = []
     for name in candidates:
-        fd, tmp_path = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=os.path.dirname(path))
-        os.close(fd)
         try:
-            _torch_onnx_export(tower["module"], tower["make_input"](EXAMPLE_BATCH), tmp_path, tower["input_name"],
-                               tower["output_name"], name, opset)
-            written = graph_opset(tmp_path)
-            if written != opset:  # dynamo keeps opset 18 when its version converter fails, and says so only in a log
-                raise ValueError(f"the graph was written in opset {written}, not the requested opset {opset}")
-            diffs = verify_onnx(tmp_path, tower)
-            if not max(diffs.values()) <= atol:
-                raise ValueError(f"onnxruntime differs from eager PyTorch: max abs diff per batch size {diffs} "
-                                 f"> {atol}")
-            _make_readable(tmp_path)
-            os.replace(tmp_path, path)
+            with atomic_path(path) as tmp_path:
+                _torch_onnx_export(tower.module, tower.example(EXAMPLE_BATCH), tmp_path, tower.input_name,
+                                   tower.output_name, name, opset)
+                written = graph_opset(tmp_path)
+                if written != opset:  # dynamo keeps opset 18 when its version converter fails, and logs it only
+                    raise ValueError(f"the graph was written in opset {written}, not the requested opset {opset}")
+                diffs = verify_onnx(tmp_path, tower)
+                if not max(diffs.values()) <= atol:
+                    raise ValueError(f"onnxruntime differs from eager PyTorch: max abs diff per batch size {diffs} "
+                                     f"> {atol}")
             logger.info("Wrote %s (%s exporter, max abs diff vs eager %s)", path, name, diffs)
-            return dict(file=os.path.basename(path), exporter=name, opset=opset, input=tower["input_name"],
-                        output=tower["output_name"], max_abs_diff={str(k): v for k, v in diffs.items()})
+            return dict(file=os.path.basename(path), exporter=name, opset=opset, input=tower.input_name,
+                        output=tower.output_name, max_abs_diff={str(k): v for k, v in diffs.items()})
         except Exception as error:  # noqa: BLE001 - any exporter failure falls through to the next exporter
             errors.append(f"{name}: {type(error).__name__}: {error}")
             logger.warning("%s export of %s failed: %s", name, os.path.basename(path), errors[-1][:500])
-        finally:
-            if os.path.exists(tmp_path):
-                os.remove(tmp_path)
     raise RuntimeError(f"Could not export {os.path.basename(path)}:\n  " + "\n  ".join(errors))
 
 
@@ -265,32 +247,18 @@ def _prepare(model: MobileCLIPPreTrainedModel) -> MobileCLIPPreTrainedModel:
     return model
 
 
-PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")  # an image processor's, a processor's
-
-
-def saved_image_processor(model, model_dir: str | None = None):
-    """The image processor saved beside the model (alone or in a processor), else the variant's, else None."""
-    from .image_processing_mobileclip import MobileCLIPImageProcessor
-
-    model_dir = model_dir or getattr(model, "name_or_path", None)
-    if model_dir and any(os.path.isfile(os.path.join(model_dir, f)) for f in PROCESSOR_FILES):
-        return MobileCLIPImageProcessor.from_pretrained(model_dir), "saved processor"
-    if getattr(model.config, "variant", None):
-        return MobileCLIPImageProcessor.from_variant(model.config.variant), f"variant {model.config.variant}"
-    return None, None
-
-
 def preprocessing_info(model: MobileCLIPPreTrainedModel, model_dir: str | None = None) -> dict:
-    """What the image processor does before the image encoder (`saved_image_processor`), or unknown (`None`)."""
+    """What the image processor does before the image encoder (`saved_image_processor`, `image_preprocessing`), or
+    unknown (`None`)."""
     vision_config, _ = _tower_configs(model)
     info = dict(image_size=vision_config.image_size if vision_config else None, rescale_factor=1 / 255,
                 image_mean=None, image_std=None, resample=None, source=None)
     processor, source = saved_image_processor(model, model_dir)
     if processor is not None:
-        normalize = processor.do_normalize
-        info.update(image_mean=list(processor.image_mean) if normalize else None,
-                    image_std=list(processor.image_std) if normalize else None,
-                    rescale_factor=processor.rescale_factor, resample=int(processor.resample), source=source)
+        preprocessing = image_preprocessing(processor)
+        info.update({key: preprocessing[key] for key in ("rescale_factor", "resample")}, source=source,
+                    **{key: None if preprocessing[key] is None else list(preprocessing[key])
+                       for key in ("image_mean", "image_std")})
     return info
 
 
@@ -313,21 +281,6 @@ def _export_config(model: MobileCLIPPreTrainedModel, files: dict, fmt: str, mode
                       bos_token_id=text_config.bos_token_id, eos_token_id=text_config.eos_token_id)
     config["torch_version"] = torch.__version__
     return config
-
-
-def _make_readable(path: str) -> None:
-    """Gives a `mkstemp` file (owner-only) the permissions `open()` would have given it."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
-
-
-def _write_json(data: dict, path: str) -> None:
-    fd, tmp_path = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=os.path.dirname(path))
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2)
-    _make_readable(tmp_path)
-    os.replace(tmp_path, path)
 
 
 def export_onnx(model: MobileCLIPPreTrainedModel, output_dir: str, *, opset: int = DEFAULT_OPSET,
@@ -373,11 +326,23 @@ def export_onnx(model: MobileCLIPPreTrainedModel, output_dir: str, *, opset: int
         files[name] = _export_tower_onnx(available[name], os.path.join(output_dir, f"{name}.onnx"), exporter, opset,
                                          atol)
     config = _export_config(prepared, files, "onnx", model_dir)
-    _write_json(config, os.path.join(output_dir, CONFIG_NAME))
+    write_json(os.path.join(output_dir, CONFIG_NAME), config)
     return config
 
 
-def _quantize_tower(tower: dict, fp32_path: str, path: str, calibration: torch.Tensor | None, check: torch.Tensor,
+@contextlib.contextmanager
+def _scratch_folder(path: str):
+    """A folder beside `path` for intermediate files, deleted afterwards; named as `atomic.temporaries` finds the
+    leftovers of a killed run."""
+    folder = temporary_name(path)
+    os.makedirs(folder)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _quantize_tower(tower: Tower, fp32_path: str, path: str, calibration: torch.Tensor | None, check: torch.Tensor,
                     min_cosine: float) -> dict:
     """Quantizes one verified float32 graph to int8 and keeps it only if `check` inputs stay within `min_cosine`.
 
@@ -400,27 +365,26 @@ def _quantize_tower(tower: dict, fp32_path: str, path: str, calibration: torch.T
 
         def get_next(self):
             batch = next(self.batches, None)
-            return None if batch is None else {tower["input_name"]: batch.numpy()}
+            return None if batch is None else {tower.input_name: batch.numpy()}
 
-    with tempfile.TemporaryDirectory(prefix=f".{os.path.basename(path)}.", dir=os.path.dirname(path)) as tmp:
-        prepared, quantized = os.path.join(tmp, "prepared.onnx"), os.path.join(tmp, "int8.onnx")
+    with _scratch_folder(path) as work:
+        prepared = os.path.join(work, "prepared.onnx")
         quant_pre_process(fp32_path, prepared)  # shape inference and graph optimisation, as onnxruntime advises
-        if calibration is not None:
-            quantize_static(prepared, quantized, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-        else:
-            quantize_dynamic(prepared, quantized, per_channel=True, weight_type=QuantType.QInt8)
-        with torch.no_grad():
-            expected = tower["module"](check)
-        (actual,) = ort_session(quantized).run([tower["output_name"]], {tower["input_name"]: check.numpy()})
-        cosine = torch.nn.functional.cosine_similarity(torch.from_numpy(actual), expected, dim=-1)
-        if not cosine.min() >= min_cosine:
-            raise ValueError(f"int8 {os.path.basename(path)} differs from float32: cosine similarity of the embeddings "
-                             f"min {cosine.min():.4f} (mean {cosine.mean():.4f}) < {min_cosine} on {len(check)} "
-                             "held-out inputs; nothing was written. Calibrate on more representative images, or "
-                             "export float32.")
-        _make_readable(quantized)
-        os.replace(quantized, path)
+        with atomic_path(path) as quantized:
+            if calibration is not None:
+                quantize_static(prepared, quantized, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+            else:
+                quantize_dynamic(prepared, quantized, per_channel=True, weight_type=QuantType.QInt8)
+            with torch.no_grad():
+                expected = tower.module(check)
+            (actual,) = ort_session(quantized).run([tower.output_name], {tower.input_name: check.numpy()})
+            cosine = torch.nn.functional.cosine_similarity(torch.from_numpy(actual), expected, dim=-1)
+            if not cosine.min() >= min_cosine:
+                raise ValueError(f"int8 {os.path.basename(path)} differs from float32: cosine similarity of the "
+                                 f"embeddings min {cosine.min():.4f} (mean {cosine.mean():.4f}) < {min_cosine} on "
+                                 f"{len(check)} held-out inputs; nothing was written. Calibrate on more "
+                                 "representative images, or export float32.")
     logger.info("Wrote %s (int8, cosine to float32 min %.4f, mean %.4f)", path, cosine.min(), cosine.mean())
     return dict(quantization="static QDQ int8, calibrated" if calibration is not None else "dynamic int8",
                 calibration_inputs=0 if calibration is None else len(calibration), check_inputs=len(check),
@@ -459,7 +423,7 @@ def export_onnx_int8(model: MobileCLIPPreTrainedModel, output_dir: str, *, pixel
         if name in inputs and inputs[name][1] is None:
             raise ValueError(f"int8 export of {name} needs real {inputs[name][0]} to calibrate and check on")
     os.makedirs(output_dir, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".fp32-", dir=output_dir) as fp32_dir:
+    with _scratch_folder(os.path.join(output_dir, "fp32")) as fp32_dir:  # verified float32 graphs, then quantized
         config = export_onnx(prepared, fp32_dir, towers=towers, **onnx_kwargs)
         for name in towers:
             if name == "image_encoder":
@@ -470,7 +434,7 @@ def export_onnx_int8(model: MobileCLIPPreTrainedModel, output_dir: str, *, pixel
                                    os.path.join(output_dir, f"{name}.onnx"), calibration, check, min_cosine)
             config["files"][name].update(info)
     config["format"] = "onnx-int8"
-    _write_json(config, os.path.join(output_dir, CONFIG_NAME))
+    write_json(os.path.join(output_dir, CONFIG_NAME), config)
     return config
 
 
@@ -508,11 +472,11 @@ def export_coreml(model: MobileCLIPPreTrainedModel, output_dir: str, *, max_batc
     files = {}
     for name in towers or available:
         tower = available[name]
-        example = tower["make_input"](EXAMPLE_BATCH)
+        example = tower.example(EXAMPLE_BATCH)
         # torch.export, not torch.jit.trace: coremltools 9 fails on the traced graphs of both tower kinds (an `int`
         # op from shape arithmetic), and converts the exported programs, dynamic batch included.
         program = torch.export.export(
-            tower["module"], (example,), dynamic_shapes={tower["input_name"]: {0: torch.export.Dim("batch")}}
+            tower.module, (example,), dynamic_shapes={tower.input_name: {0: torch.export.Dim("batch")}}
         ).run_decompositions({})
         batch = ct.RangeDim(lower_bound=1, upper_bound=max_batch, default=1)
         # Core ML has no int64 inputs: token ids are int32 (ids < 49408).
@@ -520,44 +484,24 @@ def export_coreml(model: MobileCLIPPreTrainedModel, output_dir: str, *, max_batc
         mlmodel = ct.convert(
             program, convert_to="mlprogram", compute_precision=ct.precision.FLOAT32,
             minimum_deployment_target=ct.target.iOS17,
-            inputs=[ct.TensorType(name=tower["input_name"], shape=(batch, *example.shape[1:]), dtype=dtype)],
-            outputs=[ct.TensorType(name=tower["output_name"])],
+            inputs=[ct.TensorType(name=tower.input_name, shape=(batch, *example.shape[1:]), dtype=dtype)],
+            outputs=[ct.TensorType(name=tower.output_name)],
         )
         path = os.path.join(output_dir, f"{name}.mlpackage")
-        staging = tempfile.mkdtemp(prefix=f".{name}.", dir=output_dir)
-        try:
-            mlmodel.save(os.path.join(staging, "model.mlpackage"))
-            if os.path.exists(path):
+        with _scratch_folder(path) as staging:
+            mlmodel.save(os.path.join(staging, "model.mlpackage"))  # coremltools wants the .mlpackage extension
+            if os.path.exists(path):  # a folder: `os.replace` only replaces an empty one
                 shutil.rmtree(path)
             os.replace(os.path.join(staging, "model.mlpackage"), path)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-        files[name] = dict(file=os.path.basename(path), input=tower["input_name"], output=tower["output_name"],
+        files[name] = dict(file=os.path.basename(path), input=tower.input_name, output=tower.output_name,
                            coremltools_version=ct.__version__)
     config = _export_config(prepared, files, "coreml", model_dir)
-    _write_json(config, os.path.join(output_dir, CONFIG_NAME))
+    write_json(os.path.join(output_dir, CONFIG_NAME), config)
     return config
 
 
 # --------------------------------------------------------------------------------------------------------------------
 # Loading a model folder, and the command line
-
-
-def load_model(model_dir: str) -> MobileCLIPPreTrainedModel:
-    """Loads a saved MobileCLIP model (full or single tower) with a clear error for anything else."""
-    if not os.path.isdir(model_dir):
-        raise FileNotFoundError(f"Model folder {model_dir!r} does not exist.")
-    config_file = os.path.join(model_dir, "config.json")
-    if not os.path.isfile(config_file):
-        raise ValueError(f"{model_dir!r} is not a saved model folder: it has no config.json.")
-    with open(config_file) as f:
-        model_type = json.load(f).get("model_type")
-    if model_type not in MODEL_CLASSES:
-        raise ValueError(
-            f"{model_dir!r} is not a MobileCLIP model: config.json has model_type {model_type!r}, expected one of "
-            f"{', '.join(repr(t) for t in MODEL_CLASSES)}."
-        )
-    return MODEL_CLASSES[model_type].from_pretrained(model_dir)
 
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
@@ -617,7 +561,7 @@ def export(model: MobileCLIPPreTrainedModel | str, output_dir: str, format: str 
         check_opset(kwargs["opset"])
     if isinstance(model, str):
         kwargs.setdefault("model_dir", model)
-        model = load_model(model)
+        model = load_model(model, mobileclip_only=True)
     exporters = {"onnx": export_onnx, "onnx-int8": export_onnx_int8, "coreml": export_coreml}
     return exporters[format](model, output_dir, **kwargs)
 
@@ -654,7 +598,7 @@ def main(argv: list[str] | None = None) -> dict:
             if not args.calibration_images and args.towers != ["text_encoder"]:
                 parser.error("--format onnx-int8 needs --calibration-images (real images to calibrate on)")
             check_opset(args.opset)
-            model = load_model(args.model)
+            model = load_model(args.model, mobileclip_only=True)
             images = load_calibration_images(args.calibration_images, args.num_calibration_images) \
                 if args.calibration_images else []
             texts = DEFAULT_CALIBRATION_TEXTS
@@ -682,13 +626,13 @@ __all__ = [
     "export_onnx_int8",
     "load_calibration_images",
     "TextEncoder",
+    "Tower",
     "check_opset",
     "encoders",
     "export",
     "export_coreml",
     "export_onnx",
     "graph_opset",
-    "load_model",
     "ort_session",
     "preprocessing_info",
     "supported_opsets",

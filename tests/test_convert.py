@@ -17,7 +17,7 @@ from modeling_mobileclip.convert import convert_checkpoint, main, save_converted
 
 from conftest import image_inputs, randomize_, text_inputs, tiny_config
 
-TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
@@ -187,10 +187,9 @@ DRIVER = textwrap.dedent(
     """
     import os, shutil, signal, sys
     import torch
-    sys.path.insert(0, {tests_dir!r})
-    from conftest import tiny_config
     from modeling_mobileclip import MobileCLIPModel
     from modeling_mobileclip.convert import save_converted
+    from modeling_mobileclip.testing_utils import tiny_config
 
     output, kill_at = sys.argv[1], sys.argv[2]
     model = MobileCLIPModel(tiny_config())
@@ -208,10 +207,10 @@ DRIVER = textwrap.dedent(
         if not beside_output(dst):
             return real_replace(src, dst, **kwargs)
         replaces.append(dst)
-        if kill_at == f"before-replace-{{len(replaces)}}":
+        if kill_at == f"before-replace-{len(replaces)}":
             die()
         real_replace(src, dst, **kwargs)
-        if kill_at == f"after-replace-{{len(replaces)}}":
+        if kill_at == f"after-replace-{len(replaces)}":
             die()
 
     def rmtree(path, *args, **kwargs):
@@ -234,9 +233,11 @@ def test_kill_while_replacing_the_output_leaves_a_complete_model(tmp_path, kill_
         old.logit_scale.fill_(1.0)
     old.save_pretrained(out)
     driver = tmp_path / "driver.py"
-    driver.write_text(DRIVER.format(tests_dir=TESTS_DIR))
+    driver.write_text(DRIVER)
+    # The package from this checkout (first on the path), as the tests import it, installed or not.
+    path = os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")]))
     result = subprocess.run([sys.executable, str(driver), str(out), kill_at], capture_output=True, text=True,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+                            env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": path})
     assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
 
     convert_module.recover_output(str(out))  # what the next run does first

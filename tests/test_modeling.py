@@ -10,6 +10,7 @@ from modeling_mobileclip import (
     MobileCLIPVisionModelWithProjection,
 )
 from modeling_mobileclip.modeling_mobileclip import (
+    MAX_LOGIT_SCALE,
     MobileCLIPMobileOneBlock,
     MobileCLIPRepMixer,
     MobileCLIPRepMixerBlock,
@@ -40,7 +41,8 @@ def test_forward_outputs(text_tower, architecture):
     assert out.logits_per_image.shape == (2, 3) and out.logits_per_text.shape == (3, 2)
     torch.testing.assert_close(out.text_embeds, torch.nn.functional.normalize(text, dim=-1))
     torch.testing.assert_close(out.image_embeds, torch.nn.functional.normalize(image, dim=-1))
-    scale = model.logit_scale.exp().clamp(max=100)
+    assert MAX_LOGIT_SCALE == 100  # CLIP's clamp of the learned temperature
+    scale = model.logit_scale.exp().clamp(max=MAX_LOGIT_SCALE)
     torch.testing.assert_close(out.logits_per_image, scale * out.image_embeds @ out.text_embeds.T)
     assert isinstance(model(input_ids=input_ids, pixel_values=pixel_values, return_dict=False), tuple)
 

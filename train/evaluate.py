@@ -23,17 +23,11 @@ import evaluate
 import torch
 import torch.nn.functional as F
 from datasets import ClassLabel
-from transformers import AutoConfig, AutoModel, AutoProcessor
 
-from modeling_mobileclip import (  # importing the package registers MobileCLIP with the Auto classes
-    VARIANTS,
-    MobileCLIPConfig,
-    MobileCLIPImageProcessor,
-    MobileCLIPModel,
-    MobileCLIPProcessor,
-    MobileCLIPTokenizer,
-)
 from modeling_mobileclip.inference import pooled_output
+
+# The loaders live in the library; imported here too, where the training and evaluation scripts have used them.
+from modeling_mobileclip.loading import load_model, load_model_and_processor, load_processor  # noqa: F401
 
 from .data import Tokenize, decode_image, load_rows
 
@@ -71,75 +65,15 @@ TEMPLATES = {
         )
     ),
 }
-_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
-_PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Loading
-
-
-def _variant_key(name: str) -> str:
-    return name.lower().replace("_", "-")
-
-
-def load_model(source: str, random_init: bool = False):
-    """Loads a model from a folder or Hub id with its weights.
-
-    With `random_init=True` the source may instead be a released variant name or a folder holding only `config.json`:
-    the architecture, randomly initialised (training from scratch). Otherwise a source without weights is an error, so
-    that a missing file never silently turns into a randomly initialised model.
-    """
-    if _variant_key(source) in VARIANTS:
-        if not random_init:
-            raise ValueError(f"{source!r} is a variant name, not a trained model: pass random_init=True "
-                             "(--random-init) for a randomly initialised one, or a folder / Hub id with weights")
-        return MobileCLIPModel(MobileCLIPConfig.from_variant(source))
-    if source.startswith((os.sep, ".", "~")) and not os.path.isdir(os.path.expanduser(source)):
-        raise FileNotFoundError(f"Model folder {source!r} does not exist (nor is it a variant name or a Hub id)")
-    if os.path.isdir(source) and not any(os.path.isfile(os.path.join(source, f)) for f in _WEIGHT_FILES):
-        if not random_init:
-            raise FileNotFoundError(f"Model folder {source!r} has no weights (none of {', '.join(_WEIGHT_FILES)}); "
-                                    "pass random_init=True (--random-init) to use its config with random weights")
-        return AutoModel.from_config(AutoConfig.from_pretrained(source))
-    return AutoModel.from_pretrained(source)
-
-
-def load_processor(source: str, config):
-    """The processor saved with a model, else the released variant's, else one built from the model config.
-
-    The tokenizer's length is capped at the model's context length (77 for every released model; test configs use
-    fewer positions).
-    """
-    has_files = os.path.isdir(source) and any(os.path.isfile(os.path.join(source, f)) for f in _PROCESSOR_FILES)
-    variant = _variant_key(source) if _variant_key(source) in VARIANTS else getattr(config, "variant", None)
-    if has_files or (not os.path.isdir(source) and variant is None):
-        processor = AutoProcessor.from_pretrained(source)
-    elif variant is not None:
-        processor = MobileCLIPProcessor.from_variant(variant)
-    else:
-        size = config.vision_config.image_size
-        image_processor = MobileCLIPImageProcessor(
-            size={"shortest_edge": size}, crop_size={"height": size, "width": size}
-        )
-        processor = MobileCLIPProcessor(image_processor, MobileCLIPTokenizer())
-    processor.tokenizer.model_max_length = min(processor.tokenizer.model_max_length, context_length(config))
-    return processor
-
-
-def load_model_and_processor(source: str, random_init: bool = False):
-    """`load_model` and `load_processor` of the same source."""
-    model = load_model(source, random_init)
-    return model, load_processor(source, model.config)
+# Embedding
 
 
 def context_length(config) -> int:
     """Text context length of a MobileCLIP or CLIP config."""
     return config.text_config.max_position_embeddings
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Embedding
 
 
 class ImageRows(torch.utils.data.Dataset):
