@@ -1,5 +1,6 @@
 """Tools for building reinforced (DataCompDR-style) datasets: replayable augmentations, teachers, captioners,
-the sharded resumable builder (``build_reinforced_dataset``) and DataCompDR readers/writers.
+the sharded resumable builder (``build_reinforced_dataset``), DataCompDR readers/writers, and ``schema``: the columns,
+features, metadata (``ReinforcementMetadata``) and rows (``Record``) of a reinforced dataset, which training reads.
 
 CLI: ``python -m dataset_builder --help``.
 """
@@ -28,9 +29,24 @@ from .augment import (
 )
 from .builder import build_reinforced_dataset, plan_shards
 from .captioner import CoCaCaptioner, TransformersCaptioner, load_captioner
-from .card import finalize_dataset, reinforced_features
-from .datacompdr import datacompdr_to_row, load_datacompdr, stream_datacompdr_from_hub, write_datacompdr
-from .samples import SKIP_REASONS
+from .card import finalize_dataset
+from .datacompdr import (
+    datacompdr_record,
+    datacompdr_to_row,
+    load_datacompdr,
+    stream_datacompdr_from_hub,
+    write_datacompdr,
+)
+from .samples import SKIP_REASONS, PreparedSample, PrepConfig, Skipped, prepare_sample
+from .schema import (
+    Record,
+    ReinforcementMetadata,
+    TeacherInfo,
+    decode_image,
+    records_from_table,
+    records_to_table,
+    reinforced_features,
+)
 from .teachers import OpenCLIPTeacher, Teacher, TeacherEnsemble, TransformersTeacher, load_teacher, replay_for_teacher
 
 __all__ = [
@@ -47,8 +63,14 @@ __all__ = [
     "AugmentationParams",
     "CoCaCaptioner",
     "OpenCLIPTeacher",
+    "PrepConfig",
+    "PreparedSample",
+    "Record",
+    "ReinforcementMetadata",
+    "Skipped",
     "Teacher",
     "TeacherEnsemble",
+    "TeacherInfo",
     "TransformersCaptioner",
     "TransformersTeacher",
     "apply_augmentation",
@@ -56,7 +78,9 @@ __all__ = [
     "augment_image",
     "build_reinforced_dataset",
     "compress",
+    "datacompdr_record",
     "datacompdr_to_row",
+    "decode_image",
     "decompress",
     "finalize_dataset",
     "load_captioner",
@@ -64,6 +88,9 @@ __all__ = [
     "load_teacher",
     "magnitude_table",
     "plan_shards",
+    "prepare_sample",
+    "records_from_table",
+    "records_to_table",
     "reinforced_features",
     "replay_for_teacher",
     "sample_augmentations",

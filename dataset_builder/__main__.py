@@ -24,6 +24,8 @@ import time
 
 import torch
 
+from modeling_mobileclip.atomic import TEMPORARY_INFIX
+
 from .builder import DEFAULT_MAX_SKIPPED_FRACTION, BuildError, build_reinforced_dataset, check_input
 from .captioner import load_captioner
 from .card import MissingShardsError, finalize_dataset
@@ -194,7 +196,7 @@ def main(argv: list[str] | None = None) -> None:
         api = HfApi()
         api.create_repo(args.push_to_hub, repo_type="dataset", exist_ok=True)
         api.upload_folder(repo_id=args.push_to_hub, folder_path=args.output_dir, repo_type="dataset",
-                          ignore_patterns=[".build/*", "data/.tmp-*"])
+                          ignore_patterns=[".build/*", f"*{TEMPORARY_INFIX}*"])  # what a killed writer left
     summary = {k: v for k, v in report.items() if k != "skipped_examples"}
     print(json.dumps(summary, indent=2))
 

@@ -5,7 +5,7 @@ Output layout of ``output_dir``::
     data/train-{shard:05d}-of-{num_shards:05d}.parquet   the rows (one parquet file per shard)
     README.md          dataset card: YAML ``configs`` (data_files ``data/train-*.parquet``), ``dataset_info`` features
                        and ``reinforcement`` (the metadata below)
-    reinforcement.json {"num_augmentations": K, "num_synthetic_captions": N,
+    reinforcement.json ``schema.ReinforcementMetadata``: {"num_augmentations": K, "num_synthetic_captions": N,
                         "teachers": [{"name": str, "dim": int, "logit_scale": float}, ...],
                         "embedding_dim": D (sum of teacher dims), "dtype": "float16",
                         "augmentation": {"scale": [0.08, 1.0], "ratio": [0.75, 1.333...], "num_ops": 2,
@@ -14,34 +14,19 @@ Output layout of ``output_dir``::
     report.json        rows in/out, skipped rows per reason (with examples), storage bytes per sample and column
     .build/            fingerprint of the build settings and one report per finished shard (used on resume)
 
-Columns (``datasets.Features``, in this order):
-
-* ``key``: string, unique sample key (the key column, or the 12-digit row index in the input).
-* ``image``: ``Image()``, the source JPEG/PNG bytes (other formats re-encoded as lossless PNG). With
-  ``store_images=False`` it is null and an extra ``image_ref`` string column holds the URL column or
-  ``"{source}#{row index}"``. Decode with ``datasets.Image`` (or PIL + ``ImageOps.exif_transpose``), then
-  ``.convert("RGB")``: the crop boxes refer to that image.
-* ``caption``: string, the real caption.
-* ``syn_captions``: ``List(string, length=N)``, synthetic captions (a variable-length, empty list when N = 0).
-* ``aug_params``: string, JSON list of K compressed augmentations, DataCompDR's ``paug.json["param_aug"]`` form
-  (see ``augment.py``): ``[[[i, j, h, w], [[op_index, magnitude], [op_index, magnitude]]], ...]``.
-* ``image_emb``: ``List(List(float16, length=D), length=K)``, teacher embeddings of the K augmentations.
-* ``text_emb``: ``List(List(float16, length=D), length=1 + N)``, the real caption first, then the N synthetic.
-
-Embedding row = concatenation over teachers (in ``teachers`` order) of each teacher's L2-normalised embedding, so
-every teacher slice has unit norm. ``dtype`` is ``float16`` (default) or ``float32``; ``bfloat16`` rounds values to
-bf16 and stores them as ``float32`` (parquet and ``datasets`` have no bf16 type).
+Columns, metadata and the per-row record: ``schema.py``. Embedding rows concatenate the teachers' L2-normalised
+embeddings in ``teachers`` order, so every teacher slice has unit norm.
 
 Determinism: augmentation parameters are seeded by ``seed_for_key(key, seed)`` and each synthetic caption by a
 per-key, per-caption seed, so they do not depend on sharding, batching, process or worker. Embeddings (and, in a
 near-tie of two tokens, a caption) depend only on the sample up to float rounding of batched kernels (bit-identical
 for the same sharding and batch size on the same hardware).
-Resume: a shard is done iff its final parquet file exists (written to a temporary name, then ``os.replace``);
-rerunning the same command skips finished shards, removes the temporary files a kill left behind and rebuilds the
-rest from scratch. ``.build/settings.json`` fingerprints everything that decides the rows and their content (the
-metadata, sharding, columns, the input's kind, length and first row, and ``input_options`` such as the split): a
-rerun into the folder with other settings is an error once a shard is finished (before that, the settings are
-replaced).
+Resume: a shard is done iff its final parquet file exists (written to a temporary name, then renamed:
+``modeling_mobileclip.atomic``); rerunning the same command skips finished shards, removes the temporary files a kill
+left behind and rebuilds the rest from scratch. ``.build/settings.json`` fingerprints everything that decides the
+rows and their content (the metadata, sharding, columns, the input's kind, length and first row, and
+``input_options`` such as the split): a rerun into the folder with other settings is an error once a shard is
+finished (before that, the settings are replaced).
 
 Failures (``BuildError``, nothing is finalised): arguments and input columns are checked before any teacher runs; a
 shard skipping more than ``max_skipped_fraction`` of its rows is not written and stops the build (a wrong column
@@ -52,38 +37,42 @@ one copy, since only the whole build sees it.
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import json
 import logging
 import os
 from collections import Counter
+from dataclasses import dataclass
 from itertools import islice
 from typing import Any, Iterable, Iterator, Sequence
 
 import datasets
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .augment import MAGNITUDE, NUM_MAGNITUDE_BINS, NUM_OPS, RRC_RATIO, RRC_SCALE, seed_for_key
-from .card import (
+from modeling_mobileclip.atomic import atomic_path, temporaries, write_json
+
+from .augment import MAGNITUDE, NUM_MAGNITUDE_BINS, RRC_SCALE, seed_for_key
+from .card import BuildError, finalize_dataset, settings_path, shard_report_path
+from .samples import PreparedSample, PrepConfig, Skipped, image_bytes, prepare_sample
+from .schema import (
+    DATA_DIR,
     SHARD_NAME,
-    BuildError,
-    finalize_dataset,
-    reinforced_features,
-    settings_path,
+    STORAGE_DTYPES,
+    AugmentationInfo,
+    Record,
+    ReinforcementMetadata,
+    TeacherInfo,
+    records_to_table,
+    shard_files,
     shard_path,
-    write_json,
 )
-from .samples import PrepConfig, image_bytes, prepare_sample
 from .teachers import Teacher, TeacherEnsemble
 
 logger = logging.getLogger(__name__)
-STORAGE_DTYPES = {"float16": np.float16, "float32": np.float32, "bfloat16": np.float32}
 DEFAULT_MAX_SKIPPED_FRACTION = 0.5
 _STRINGS = ("string", "large_string", "binary", "large_binary")
 
@@ -177,8 +166,32 @@ def _row_digest(row: dict | None, columns: Sequence[str | None], image_column: s
     return hashlib.sha256(json.dumps(cells, sort_keys=True, default=repr).encode()).hexdigest()
 
 
-def plan_shards(dataset: Any, num_shards: int | None, samples_per_shard: int) -> tuple[int, Any]:
-    """Fix the shard count and return ``(num_shards, rows_of)``, ``rows_of(i)`` yielding ``(row_index, row)``.
+@dataclass(frozen=True)
+class ShardPlan:
+    """Which input rows make output shard i (see ``plan_shards``)."""
+
+    dataset: Any
+    num_shards: int
+    input_shards: bool = False  # an iterable dataset whose own shards (files) are the output shards
+
+    def indices(self, shard: int) -> range:
+        """A map-style dataset's contiguous, near-equal range of rows of ``shard``."""
+        total = len(self.dataset)
+        return range(total * shard // self.num_shards, total * (shard + 1) // self.num_shards)
+
+    def rows(self, shard: int) -> Iterator[tuple[int | str, dict]]:
+        """``(row index, row)`` of ``shard``, in input order (a string index ``"{input shard}-{row}"`` for an
+        iterable dataset's own shards)."""
+        if isinstance(self.dataset, datasets.Dataset):
+            return ((j, self.dataset[j]) for j in self.indices(shard))
+        if self.input_shards:
+            part = self.dataset.shard(self.num_shards, shard)
+            return ((f"{shard:05d}-{j:07d}", row) for j, row in enumerate(part))
+        return islice(enumerate(self.dataset), shard, None, self.num_shards)
+
+
+def plan_shards(dataset: Any, num_shards: int | None, samples_per_shard: int) -> ShardPlan:
+    """Fix the output shards.
 
     Map-style datasets are cut into contiguous, near-equal ranges (``num_shards`` or ``ceil(len /
     samples_per_shard)``). Iterable datasets keep their own input shards (files) when ``num_shards`` is None;
@@ -187,42 +200,43 @@ def plan_shards(dataset: Any, num_shards: int | None, samples_per_shard: int) ->
     """
     if isinstance(dataset, datasets.IterableDataset):
         if num_shards is None:
-            n = dataset.num_shards
-            return n, lambda i: ((f"{i:05d}-{j:07d}", row) for j, row in enumerate(dataset.shard(n, i)))
-        return num_shards, lambda i: islice(enumerate(dataset), i, None, num_shards)
-    total = len(dataset)
-    num_shards = num_shards or max(1, -(-total // samples_per_shard))
-    bounds = [total * i // num_shards for i in range(num_shards + 1)]
-    return num_shards, lambda i: ((j, dataset[j]) for j in range(bounds[i], bounds[i + 1]))
+            return ShardPlan(dataset, dataset.num_shards, input_shards=True)
+        return ShardPlan(dataset, num_shards)
+    return ShardPlan(dataset, num_shards or max(1, -(-len(dataset) // samples_per_shard)))
 
 
-class _ShardRows(torch.utils.data.Dataset):
-    """Rows of one map-style shard, prepared in DataLoader workers (order preserved by the DataLoader)."""
+class _MapShard(torch.utils.data.Dataset):
+    """A map-style shard's rows, prepared in DataLoader workers (order preserved by the DataLoader)."""
 
-    def __init__(self, dataset: Any, indices: range, cfg: PrepConfig):
-        self.dataset, self.indices, self.cfg = dataset, indices, cfg
+    def __init__(self, plan: ShardPlan, shard: int, cfg: PrepConfig):
+        self.dataset, self.indices, self.cfg = plan.dataset, plan.indices(shard), cfg
 
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, i: int) -> dict:
+    def __getitem__(self, i: int) -> PreparedSample | Skipped:
         index = self.indices[i]
         return prepare_sample(self.dataset[index], index, self.cfg)
 
 
-def _prepared(dataset: Any, rows_of: Any, shard: int, num_shards: int, cfg: PrepConfig, batch_size: int,
-              num_workers: int) -> Iterator[list[dict]]:
+class _StreamShard(torch.utils.data.IterableDataset):
+    """An iterable dataset's shard, prepared in the main process (workers would each read the whole stream)."""
+
+    def __init__(self, plan: ShardPlan, shard: int, cfg: PrepConfig):
+        self.plan, self.shard, self.cfg = plan, shard, cfg
+
+    def __iter__(self) -> Iterator[PreparedSample | Skipped]:
+        return (prepare_sample(row, index, self.cfg) for index, row in self.plan.rows(self.shard))
+
+
+def _prepared(plan: ShardPlan, shard: int, cfg: PrepConfig, batch_size: int,
+              num_workers: int) -> Iterable[list[PreparedSample | Skipped]]:
     """Batches of prepared samples of one shard, in input order."""
-    if isinstance(dataset, datasets.Dataset) and num_workers > 0:
-        total = len(dataset)
-        indices = range(total * shard // num_shards, total * (shard + 1) // num_shards)
-        loader = torch.utils.data.DataLoader(_ShardRows(dataset, indices, cfg), batch_size=batch_size,
-                                             num_workers=num_workers, collate_fn=list)
-        yield from loader
-        return
-    rows = (prepare_sample(row, index, cfg) for index, row in rows_of(shard))
-    while batch := list(islice(rows, batch_size)):
-        yield batch
+    if isinstance(plan.dataset, datasets.Dataset):
+        rows, workers = _MapShard(plan, shard, cfg), num_workers
+    else:
+        rows, workers = _StreamShard(plan, shard, cfg), 0
+    return torch.utils.data.DataLoader(rows, batch_size=batch_size, num_workers=workers, collate_fn=list)
 
 
 def _to_storage(x: torch.Tensor, dtype: str) -> np.ndarray:
@@ -231,62 +245,28 @@ def _to_storage(x: torch.Tensor, dtype: str) -> np.ndarray:
     return x.numpy().astype(STORAGE_DTYPES[dtype])
 
 
-def reinforce_batch(samples: list[dict], ensemble: TeacherEnsemble, captioner: Any, num_synthetic_captions: int,
-                    seed: int, dtype: str) -> None:
-    """Fill ``syn_captions``, ``image_emb`` (K, D) and ``text_emb`` (1 + N, D) of prepared samples in place."""
+def reinforce_batch(samples: list[PreparedSample], ensemble: TeacherEnsemble, captioner: Any,
+                    num_synthetic_captions: int, seed: int, dtype: str) -> list[Record]:
+    """The records of prepared samples: their synthetic captions (from the captioner, if any), ``image_emb``
+    (K, D) and ``text_emb`` (1 + N, D)."""
     if not samples:
-        return
+        return []
+    syn = [s.syn_captions for s in samples]
     if captioner is not None:
-        seeds = [seed_for_key(f"caption:{s['key']}", seed) for s in samples]
-        for s, syn in zip(samples, captioner.caption([s["image"] for s in samples], num_synthetic_captions, seeds)):
-            s["syn_captions"] = syn
-    for s in samples:
-        s["syn_captions"] = s["syn_captions"] or []
-        s.pop("image", None)
-    views = {view: torch.cat([s["views"][view] for s in samples]) for view in ensemble.views}
+        seeds = [seed_for_key(f"caption:{s.key}", seed) for s in samples]
+        syn = captioner.caption([s.image for s in samples], num_synthetic_captions, seeds)
+    syn = [list(c or []) for c in syn]
+    views = {view: torch.cat([s.views[view] for s in samples]) for view in ensemble.views}
     image_emb = ensemble.embed_images(views).view(len(samples), -1, ensemble.dim)
-    texts = [t for s in samples for t in [s["caption"], *s["syn_captions"]]]
+    texts = [t for s, c in zip(samples, syn) for t in [s.caption, *c]]
     text_emb = ensemble.embed_texts(texts).view(len(samples), -1, ensemble.dim)
-    for s, img, txt in zip(samples, image_emb, text_emb):
-        s["image_emb"], s["text_emb"] = _to_storage(img, dtype), _to_storage(txt, dtype)
-        del s["views"]
+    return [s.to_record(c, _to_storage(img, dtype), _to_storage(txt, dtype))
+            for s, c, img, txt in zip(samples, syn, image_emb, text_emb)]
 
 
-def _fixed_list(values: np.ndarray) -> pa.Array:
-    # (n, K, D) -> fixed_size_list<fixed_size_list<value>[D]>[K], zero-copy from the flat buffer.
-    n, k, d = values.shape
-    flat = pa.array(values.reshape(-1))
-    return pa.FixedSizeListArray.from_arrays(pa.FixedSizeListArray.from_arrays(flat, d), k)
-
-
-def records_to_table(records: list[dict], features: datasets.Features, store_images: bool) -> pa.Table:
-    """Arrow table of finished samples with exactly ``features``' schema (and its ``huggingface`` metadata)."""
-    k, d = features["image_emb"].length, features["image_emb"].feature.length
-    n1 = features["text_emb"].length
-    dtype = STORAGE_DTYPES[features["image_emb"].feature.feature.dtype]
-
-    def stack(name: str, rows: int) -> np.ndarray:
-        return np.stack([r[name] for r in records]) if records else np.zeros((0, rows, d), dtype)
-
-    schema = features.arrow_schema
-    columns = {
-        "key": pa.array([r["key"] for r in records], pa.string()),
-        "image": pa.array([{"bytes": r["image_bytes"], "path": None} if store_images else None for r in records],
-                          schema.field("image").type),
-        "caption": pa.array([r["caption"] for r in records], pa.string()),
-        "syn_captions": pa.array([r["syn_captions"] for r in records], schema.field("syn_captions").type),
-        "aug_params": pa.array([json.dumps(r["aug_params"]) for r in records], pa.string()),
-        "image_emb": _fixed_list(stack("image_emb", k)),
-        "text_emb": _fixed_list(stack("text_emb", n1)),
-    }
-    if not store_images:
-        columns["image_ref"] = pa.array([r["image_ref"] for r in records], pa.string())
-    return pa.Table.from_arrays([columns[name] for name in features], schema=schema)
-
-
-def build_shard(shard: int, num_shards: int, batches: Iterable[list[dict]], ensemble: TeacherEnsemble,
-                captioner: Any, features: datasets.Features, output_dir: str, metadata: dict, store_images: bool,
-                progress: Any, max_skipped_fraction: float = 1.0) -> dict:
+def build_shard(shard: int, num_shards: int, batches: Iterable[list[PreparedSample | Skipped]],
+                ensemble: TeacherEnsemble, captioner: Any, features: datasets.Features, output_dir: str,
+                metadata: ReinforcementMetadata, progress: Any, max_skipped_fraction: float = 1.0) -> dict:
     """Reinforce one shard and write it atomically; returns the shard's report.
 
     Raises:
@@ -296,18 +276,17 @@ def build_shard(shard: int, num_shards: int, batches: Iterable[list[dict]], ense
     for batch in batches:
         good = []
         for sample in batch:
-            if sample["skip"] is None and sample["key"] in seen:
-                sample.update(skip="duplicate_key", detail="")
-            if sample["skip"] is not None:
-                skipped[sample["skip"]] += 1
-                examples.append([sample["key"], sample["skip"], sample["detail"]])
-                logger.info("skipping %s: %s %s", sample["key"], sample["skip"], sample["detail"])
+            if isinstance(sample, PreparedSample) and sample.key in seen:
+                sample = Skipped(sample.key, "duplicate_key")
+            if isinstance(sample, Skipped):
+                skipped[sample.reason] += 1
+                examples.append([sample.key, sample.reason, sample.detail])
+                logger.info("skipping %s: %s %s", sample.key, sample.reason, sample.detail)
                 continue
-            seen.add(sample["key"])
+            seen.add(sample.key)
             good.append(sample)
-        reinforce_batch(good, ensemble, captioner, metadata["num_synthetic_captions"], metadata["seed"],
-                        metadata["dtype"])
-        records.extend(good)
+        records += reinforce_batch(good, ensemble, captioner, metadata.num_synthetic_captions, metadata.seed,
+                                   metadata.dtype)
         progress.update(len(batch))
     report = {"shard": shard, "rows_in": len(records) + sum(skipped.values()), "rows_out": len(records),
               "skipped": dict(skipped), "examples": examples[:100]}
@@ -316,11 +295,9 @@ def build_shard(shard: int, num_shards: int, batches: Iterable[list[dict]], ense
         raise BuildError(f"shard {shard}: {num_skipped} of {report['rows_in']} rows skipped ({dict(skipped)}, e.g. "
                          f"{examples[:3]}), more than max_skipped_fraction={max_skipped_fraction:g}; check the "
                          "column options and the input, or raise max_skipped_fraction to accept it")
-    final = shard_path(output_dir, shard, num_shards)
-    tmp = os.path.join(os.path.dirname(final), f".tmp-{os.getpid()}-{os.path.basename(final)}")
-    pq.write_table(records_to_table(records, features, store_images), tmp)
-    write_json(os.path.join(output_dir, ".build", f"shard-{shard:05d}.json"), report)
-    os.replace(tmp, final)  # the shard counts as done only from here on
+    with atomic_path(shard_path(output_dir, shard, num_shards)) as tmp:
+        pq.write_table(records_to_table(records, features), tmp)
+        write_json(shard_report_path(output_dir, shard), report)  # before the shard: a done shard has its report
     return report
 
 
@@ -334,15 +311,11 @@ def _flat(settings: Any, prefix: str = "") -> dict:
 
 def _temporaries(output_dir: str, shards: Iterable[int] | None, num_shards: int) -> list[str]:
     """Temporary files of a killed build: of ``shards``, or all of them (None)."""
+    data, build = os.path.join(output_dir, DATA_DIR), os.path.dirname(settings_path(output_dir))
     if shards is None:
-        return glob.glob(os.path.join(output_dir, "data", ".tmp-*")) + glob.glob(
-            os.path.join(output_dir, ".build", "*.tmp-*"))
-    paths = []
-    for s in shards:
-        name = os.path.basename(shard_path(output_dir, s, num_shards))
-        paths += glob.glob(os.path.join(output_dir, "data", f".tmp-*-{name}"))
-        paths += glob.glob(os.path.join(output_dir, ".build", f"shard-{s:05d}.json.tmp-*"))
-    return paths
+        return temporaries(data) + temporaries(build)
+    return [path for s in shards for path in temporaries(data, SHARD_NAME.format(shard=s, num_shards=num_shards))
+            + temporaries(build, os.path.basename(shard_report_path(output_dir, s)))]
 
 
 def _check_fingerprint(output_dir: str, settings: dict) -> None:
@@ -360,7 +333,7 @@ def _check_fingerprint(output_dir: str, settings: dict) -> None:
         new, old = _flat(settings), _flat(old)
         diff = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(new) | set(old))
                          if old.get(k) != new.get(k))
-        if glob.glob(os.path.join(output_dir, "data", "train-*.parquet")):
+        if shard_files(output_dir):
             raise BuildError(f"{output_dir} was built with other settings ({diff}); use a new directory")
         logger.warning("%s has no finished shard: replacing its settings (%s)", output_dir, diff)
         for stale in _temporaries(output_dir, None, 0):
@@ -490,40 +463,41 @@ def build_reinforced_dataset(
         "columns": columns, **(input_options or {}),
     }
     ensemble = TeacherEnsemble(teachers, aug_resolution)
-    num_shards, rows_of = plan_shards(dataset, num_shards, samples_per_shard)
-    metadata = {
-        "num_augmentations": num_augmentations, "num_synthetic_captions": num_synthetic_captions,
-        "teachers": ensemble.metadata(), "embedding_dim": ensemble.dim, "dtype": dtype,
-        "augmentation": {"scale": list(crop_scale), "ratio": list(RRC_RATIO), "num_ops": NUM_OPS,
-                         "magnitude": rand_augment_magnitude, "num_magnitude_bins": NUM_MAGNITUDE_BINS,
-                         "teacher_resolution": aug_resolution},
-        "seed": seed, "source": source,
-        "captioner": getattr(captioner, "name", None) or (f"column {syn_captions_column!r}" if syn_captions_column
-                                                          else None),
-        "license": license,
-    }
-    settings = {"metadata": metadata, "num_shards": num_shards, "store_images": store_images,
+    plan = plan_shards(dataset, num_shards, samples_per_shard)
+    num_shards = plan.num_shards
+    metadata = ReinforcementMetadata(
+        num_augmentations=num_augmentations, num_synthetic_captions=num_synthetic_captions,
+        teachers=tuple(TeacherInfo(**t) for t in ensemble.metadata()), dtype=dtype,
+        augmentation=AugmentationInfo(scale=tuple(crop_scale), magnitude=rand_augment_magnitude,
+                                      teacher_resolution=aug_resolution),
+        seed=seed, source=source,
+        captioner=getattr(captioner, "name", None) or (f"column {syn_captions_column!r}" if syn_captions_column
+                                                       else None),
+        license=license)
+    settings = {"metadata": metadata.to_dict(), "num_shards": num_shards, "store_images": store_images,
                 "min_image_size": min_image_size, "captioner": getattr(captioner, "name", None),
                 "syn_captions_column": syn_captions_column, "key_column": key_column, "input": input_fingerprint}
-    os.makedirs(os.path.join(output_dir, "data"), exist_ok=True)
+    os.makedirs(os.path.join(output_dir, DATA_DIR), exist_ok=True)
     _check_fingerprint(output_dir, settings)
     # Only this process's shards: another process may be writing its own temporary files right now.
     for stale in _temporaries(output_dir, range(rank, num_shards, world_size), num_shards):
         logger.info("removing %s, left by an interrupted build", stale)
         os.remove(stale)
-    features = reinforced_features(num_augmentations, num_synthetic_captions, ensemble.dim, dtype, store_images)
-    cfg = PrepConfig(image_column, caption_column, ensemble.views, num_augmentations, seed, aug_resolution,
-                     tuple(crop_scale), key_column, url_column, syn_captions_column, num_synthetic_captions,
-                     min_image_size, keep_pil=captioner is not None, source=source,
-                     rand_augment_magnitude=rand_augment_magnitude)
+    features = metadata.features(store_images)
+    cfg = PrepConfig(image_column=image_column, caption_column=caption_column, views=ensemble.views,
+                     num_augmentations=num_augmentations, seed=seed, aug_resolution=aug_resolution,
+                     crop_scale=tuple(crop_scale), rand_augment_magnitude=rand_augment_magnitude,
+                     key_column=key_column, url_column=url_column, syn_captions_column=syn_captions_column,
+                     num_synthetic_captions=num_synthetic_captions, min_image_size=min_image_size,
+                     keep_pil=captioner is not None, source=source)
     todo = [s for s in range(rank, num_shards, world_size) if not os.path.exists(shard_path(output_dir, s, num_shards))]
     with tqdm(desc=f"rank {rank}: {len(todo)} shards", unit="img", disable=not progress) as bar:
         for shard in todo:
-            batches = _prepared(dataset, rows_of, shard, num_shards, cfg, batch_size, num_workers)
-            build_shard(shard, num_shards, batches, ensemble, captioner, features, output_dir, metadata, store_images,
-                        bar, max_skipped_fraction)
+            batches = _prepared(plan, shard, cfg, batch_size, num_workers)
+            build_shard(shard, num_shards, batches, ensemble, captioner, features, output_dir, metadata, bar,
+                        max_skipped_fraction)
     return finalize_dataset(output_dir) if world_size == 1 else None
 
 
-__all__ = ["DEFAULT_MAX_SKIPPED_FRACTION", "SHARD_NAME", "BuildError", "build_reinforced_dataset", "build_shard",
-           "check_input", "plan_shards", "records_to_table", "reinforce_batch", "shard_path"]
+__all__ = ["DEFAULT_MAX_SKIPPED_FRACTION", "BuildError", "ShardPlan", "build_reinforced_dataset", "build_shard",
+           "check_input", "plan_shards", "reinforce_batch"]

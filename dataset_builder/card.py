@@ -1,21 +1,32 @@
-"""Features, dataset card, metadata and final report of a reinforced dataset (layout: see ``builder.py``)."""
+"""Dataset card, final report and finalisation of a reinforced dataset (layout: see ``builder.py``, columns and
+metadata: ``schema.py``)."""
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 from collections import Counter
-from typing import Any
 
-import datasets
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import yaml
-from datasets import Features, List, Value
+from datasets import Features
 
-SHARD_NAME = "train-{shard:05d}-of-{num_shards:05d}.parquet"
+from modeling_mobileclip.atomic import atomic_path, temporaries, write_json
+
+from .schema import (
+    AUG_PARAMS,
+    DATA_FILES,
+    IMAGE_EMB,
+    KEY,
+    METADATA_FILE,
+    TEXT_EMB,
+    ReinforcementMetadata,
+    shard_files,
+    shard_path,
+)
+
 CARD_TEMPLATE = """---
 {yaml}---
 
@@ -24,8 +35,8 @@ CARD_TEMPLATE = """---
 Built with `dataset_builder` (MobileCLIP multi-modal dataset reinforcement, DataCompDR recipe) from `{source}`.
 
 * {rows} samples in {num_shards} parquet shards, {bytes_per_sample:.0f} bytes per sample.
-* {k} stored augmentations per image (`aug_params`, DataCompDR's compressed form) with their teacher embeddings
-  (`image_emb`, {k} x {dim}); the real caption and {n} synthetic captions with theirs (`text_emb`, {n1} x {dim}).
+* {k} stored augmentations per image (`{aug_params}`, DataCompDR's compressed form) with their teacher embeddings
+  (`{image_emb}`, {k} x {dim}); the real caption and {n} synthetic captions with theirs (`{text_emb}`, {n1} x {dim}).
 * Teachers (embedding slices in this order, each L2-normalised): {teachers}.
 * Synthetic captions: {captioner}.
 * Augmentations: RandomResizedCrop scale {scale}, RandAugment ({num_ops} ops, magnitude {magnitude}) sampled at
@@ -40,7 +51,7 @@ ds = load_dataset("path/to/this/folder", split="train", streaming=True)
 `datasets` caches a local folder by its name and card, not by file contents: after rebuilding into the same folder,
 load it with `download_mode="force_redownload"` (streaming is not cached).
 
-Metadata (`reinforcement.json`):
+Metadata (`{metadata_file}`):
 
 ```json
 {metadata}
@@ -57,46 +68,19 @@ class MissingShardsError(RuntimeError):
     """Some shards are not built yet (another process is still working, or a build was interrupted)."""
 
 
-def shard_path(output_dir: str, shard: int, num_shards: int) -> str:
-    return os.path.join(output_dir, "data", SHARD_NAME.format(shard=shard, num_shards=num_shards))
-
-
 def settings_path(output_dir: str) -> str:
     return os.path.join(output_dir, ".build", "settings.json")
 
 
-def write_json(path: str, obj: Any) -> None:
-    """Write JSON atomically (temporary file, then ``os.replace``), so a kill never leaves half a file."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)
-
-
-def reinforced_features(num_augmentations: int, num_synthetic_captions: int, dim: int, dtype: str = "float16",
-                        store_images: bool = True) -> Features:
-    """The output ``Features`` (bfloat16 values are stored as float32)."""
-    value = Value("float16" if dtype == "float16" else "float32")
-    features = {
-        "key": Value("string"),
-        "image": datasets.Image(),
-        "caption": Value("string"),
-        # Arrow aborts on fixed-size lists of length 0 (pyarrow 25/26), so N = 0 uses a variable-length list.
-        "syn_captions": List(Value("string"), length=num_synthetic_captions or -1),
-        "aug_params": Value("string"),
-        "image_emb": List(List(value, length=dim), length=num_augmentations),
-        "text_emb": List(List(value, length=dim), length=1 + num_synthetic_captions),
-    }
-    if not store_images:
-        features["image_ref"] = Value("string")
-    return Features(features)
+def shard_report_path(output_dir: str, shard: int) -> str:
+    """A finished shard's report (rows in and out, skipped rows), merged into ``report.json`` by finalisation."""
+    return os.path.join(output_dir, ".build", f"shard-{shard:05d}.json")
 
 
 def storage_report(output_dir: str) -> dict:
     """Bytes on disk per sample, total and per column (compressed parquet column chunks)."""
     rows, total, per_column = 0, 0, Counter()
-    for path in sorted(glob.glob(os.path.join(output_dir, "data", "train-*.parquet"))):
+    for path in shard_files(output_dir):
         meta = pq.ParquetFile(path).metadata
         rows += meta.num_rows
         total += os.path.getsize(path)
@@ -110,28 +94,31 @@ def storage_report(output_dir: str) -> dict:
             "bytes_per_sample_per_column": {k: v * scale for k, v in sorted(per_column.items())}}
 
 
-def write_card(output_dir: str, features: Features, metadata: dict, storage: dict, num_shards: int) -> None:
+def write_card(output_dir: str, metadata: ReinforcementMetadata, features: Features, storage: dict,
+               num_shards: int) -> None:
     """README.md with YAML ``configs``/``dataset_info`` (what ``load_dataset(dir)`` reads) and the metadata."""
+    meta = metadata.to_dict()
     header = {
         "configs": [{"config_name": "default", "default": True,
-                     "data_files": [{"split": "train", "path": "data/train-*.parquet"}]}],
+                     "data_files": [{"split": "train", "path": DATA_FILES}]}],
         "dataset_info": {"features": features._to_yaml_list()},
         "tags": ["mobileclip", "dataset-reinforcement"],
-        "reinforcement": metadata,
+        "reinforcement": meta,
     }
-    if metadata.get("license"):
-        header = {"license": metadata["license"], **header}
-    teachers = ", ".join(f"`{t['name']}` ({t['dim']}, logit scale {t['logit_scale']:g})" for t in metadata["teachers"])
-    augmentation = metadata["augmentation"]
+    if metadata.license:
+        header = {"license": metadata.license, **header}
+    teachers = ", ".join(f"`{t.name}` ({t.dim}, logit scale {t.logit_scale:g})" for t in metadata.teachers)
+    augmentation = metadata.augmentation
     text = CARD_TEMPLATE.format(
-        yaml=yaml.safe_dump(header, sort_keys=False), source=metadata["source"], rows=storage["rows"],
-        num_shards=num_shards, bytes_per_sample=storage["bytes_per_sample"], k=metadata["num_augmentations"],
-        n=metadata["num_synthetic_captions"], n1=1 + metadata["num_synthetic_captions"],
-        dim=metadata["embedding_dim"], teachers=teachers, metadata=json.dumps(metadata, indent=2),
-        captioner=metadata.get("captioner") or "none", scale=augmentation["scale"], num_ops=augmentation["num_ops"],
-        magnitude=augmentation["magnitude"], resolution=augmentation["teacher_resolution"], seed=metadata["seed"],
-        license=metadata.get("license") or f"not stated: that of `{metadata['source']}`, its teachers and captioner")
-    with open(os.path.join(output_dir, "README.md"), "w") as f:
+        yaml=yaml.safe_dump(header, sort_keys=False), source=metadata.source, rows=storage["rows"],
+        num_shards=num_shards, bytes_per_sample=storage["bytes_per_sample"], k=metadata.num_augmentations,
+        n=metadata.num_synthetic_captions, n1=1 + metadata.num_synthetic_captions, dim=metadata.embedding_dim,
+        teachers=teachers, metadata=json.dumps(meta, indent=2), metadata_file=METADATA_FILE,
+        aug_params=AUG_PARAMS, image_emb=IMAGE_EMB, text_emb=TEXT_EMB, captioner=metadata.captioner or "none",
+        scale=list(augmentation.scale), num_ops=augmentation.num_ops, magnitude=augmentation.magnitude,
+        resolution=augmentation.teacher_resolution, seed=metadata.seed,
+        license=metadata.license or f"not stated: that of `{metadata.source}`, its teachers and captioner")
+    with atomic_path(os.path.join(output_dir, "README.md")) as tmp, open(tmp, "w") as f:
         f.write(text)
 
 
@@ -139,7 +126,7 @@ def duplicate_key(output_dir: str, num_shards: int) -> tuple[str, list[int]] | N
     """A key stored more than once, and the shards holding it (each shard is deduplicated while it is built, but
     no process sees the other shards' keys until all are done); None if keys are unique."""
     paths = [shard_path(output_dir, s, num_shards) for s in range(num_shards)]
-    columns = [pq.read_table(p, columns=["key"]).column("key") for p in paths]
+    columns = [pq.read_table(p, columns=[KEY]).column(KEY) for p in paths]
     keys = pa.chunked_array([chunk for column in columns for chunk in column.chunks], pa.string())
     counts = pc.value_counts(keys)
     repeated = counts.filter(pc.greater(counts.field("counts"), 1))
@@ -161,15 +148,14 @@ def finalize_dataset(output_dir: str) -> dict:
     """
     with open(settings_path(output_dir)) as f:
         settings = json.load(f)
-    metadata, num_shards = settings["metadata"], settings["num_shards"]
-    features = reinforced_features(metadata["num_augmentations"], metadata["num_synthetic_captions"],
-                                   metadata["embedding_dim"], metadata["dtype"], settings["store_images"])
+    metadata = ReinforcementMetadata.from_dict(settings["metadata"], settings_path(output_dir))
+    num_shards, features = settings["num_shards"], metadata.features(settings["store_images"])
     missing = [s for s in range(num_shards) if not os.path.exists(shard_path(output_dir, s, num_shards))]
     if missing:
         raise MissingShardsError(f"{len(missing)} shards are not built yet, e.g. {missing[:5]}")
     skipped, rows_in, examples = Counter(), 0, []
     for s in range(num_shards):
-        with open(os.path.join(output_dir, ".build", f"shard-{s:05d}.json")) as f:
+        with open(shard_report_path(output_dir, s)) as f:
             shard = json.load(f)
         skipped.update(shard["skipped"])
         rows_in += shard["rows_in"]
@@ -183,26 +169,23 @@ def finalize_dataset(output_dir: str) -> dict:
         key, shards = duplicate
         raise BuildError(f"{output_dir}: key {key!r} is stored in shards {shards}; keys must be unique: use a unique "
                          "key column (or none: the row index) and a new directory")
-    for path in glob.glob(os.path.join(output_dir, "*.json.tmp-*")):  # left by a killed finalize
+    for path in temporaries(output_dir):  # left by a killed finalize
         os.remove(path)
     report = {"rows_in": rows_in, "rows_out": storage["rows"], "skipped": dict(sorted(skipped.items())),
               "num_skipped": sum(skipped.values()), "skipped_examples": examples[:1000], "storage": storage}
-    write_json(os.path.join(output_dir, "reinforcement.json"), metadata)
+    metadata.save(output_dir)
     write_json(os.path.join(output_dir, "report.json"), report)
-    write_card(output_dir, features, metadata, storage, num_shards)
+    write_card(output_dir, metadata, features, storage, num_shards)
     return report
 
 
 __all__ = [
-    "SHARD_NAME",
     "BuildError",
     "MissingShardsError",
     "duplicate_key",
     "finalize_dataset",
-    "reinforced_features",
     "settings_path",
-    "shard_path",
+    "shard_report_path",
     "storage_report",
     "write_card",
-    "write_json",
 ]

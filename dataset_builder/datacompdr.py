@@ -1,4 +1,4 @@
-"""Read and write Apple's DataCompDR webdataset layout, as the builder's column schema (see ``builder.py``).
+"""Read and write Apple's DataCompDR webdataset layout, as the builder's column schema (see ``schema.py``).
 
 One tar per shard; per sample ``{key}.<ext>`` members (DataCompDR-12M / -1B on the Hub)::
 
@@ -32,10 +32,15 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-from .card import reinforced_features
+from modeling_mobileclip.atomic import atomic_path
+
+from .samples import image_bytes
+from .schema import Record, records_from_table, reinforced_features, shard_files
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 _FORMAT_TO_EXT = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
+# The arrays of DataCompDR's npz / pth.gz member (Apple's names, which our embedding columns took over).
+IMAGE_ARRAY, TEXT_ARRAY = "image_emb", "text_emb"
 
 
 def _json(value: Any) -> Any:
@@ -50,31 +55,29 @@ def _embeddings(sample: dict) -> tuple[np.ndarray, np.ndarray]:
     if sample.get("npz") is not None:
         value = sample["npz"]
         arrays = np.load(io.BytesIO(value)) if isinstance(value, bytes) else value
-        return np.asarray(arrays["image_emb"]), np.asarray(arrays["text_emb"])
+        return np.asarray(arrays[IMAGE_ARRAY]), np.asarray(arrays[TEXT_ARRAY])
     value = torch.load(io.BytesIO(gzip.decompress(sample["pth.gz"])), map_location="cpu", weights_only=True)
-    return value["image_emb"].float().numpy(), value["text_emb"].float().numpy()
+    return value[IMAGE_ARRAY].float().numpy(), value[TEXT_ARRAY].float().numpy()
+
+
+def datacompdr_record(sample: dict, syn_key: str = "syn_text", dtype: str = "float16") -> Record:
+    """Convert one DataCompDR sample (raw member bytes, or values decoded by datasets' webdataset loader; member
+    names without the key, e.g. ``"paug.json"``) to a record."""
+    meta = _json(sample.get("json")) or {}
+    ext = next((e for e in IMAGE_EXTENSIONS if sample.get(e) is not None), None)
+    image_emb, text_emb = _embeddings(sample)
+    storage = np.float16 if dtype == "float16" else np.float32
+    return Record(key=str(meta.get("uid") or sample.get("__key__")), caption=_text(sample.get("txt")),
+                  syn_captions=list(_json(sample["syn.json"])[syn_key]),
+                  aug_params=_json(sample["paug.json"])["param_aug"], image_emb=image_emb.astype(storage),
+                  text_emb=text_emb.astype(storage), image_bytes=image_bytes(sample[ext]) if ext else None,
+                  image_ref=_text(sample.get("url.txt")))
 
 
 def datacompdr_to_row(sample: dict, syn_key: str = "syn_text", dtype: str = "float16") -> dict:
-    """Convert one DataCompDR sample (raw member bytes, or values decoded by datasets' webdataset loader; member
-    names without the key, e.g. ``"paug.json"``) to a row of our schema with ``image_ref``."""
-    meta = _json(sample.get("json")) or {}
-    ext = next((e for e in IMAGE_EXTENSIONS if sample.get(e) is not None), None)
-    image = sample.get(ext) if ext else None
-    if image is not None and not isinstance(image, dict):  # raw bytes (a decoded PIL image is re-encoded by datasets)
-        image = {"bytes": image, "path": None}
-    image_emb, text_emb = _embeddings(sample)
-    storage = np.float16 if dtype == "float16" else np.float32
-    return {
-        "key": str(meta.get("uid") or sample.get("__key__")),
-        "image": image,
-        "caption": _text(sample.get("txt")),
-        "syn_captions": list(_json(sample["syn.json"])[syn_key]),
-        "aug_params": json.dumps(_json(sample["paug.json"])["param_aug"]),
-        "image_emb": image_emb.astype(storage),
-        "text_emb": text_emb.astype(storage),
-        "image_ref": _text(sample.get("url.txt")),
-    }
+    """``datacompdr_record`` as a row of our schema with ``image_ref`` (``reinforced_features(...,
+    store_images=False)``)."""
+    return datacompdr_record(sample, syn_key, dtype).to_row()
 
 
 def iter_tar(path: str) -> Iterator[dict]:
@@ -115,9 +118,9 @@ def load_datacompdr(path: str | Sequence[str], streaming: bool = False, syn_key:
         tars = list(path)
     if not tars:
         raise FileNotFoundError(f"no tar files in {path}")
-    first = datacompdr_to_row(next(iter_tar(tars[0])), syn_key, dtype)
-    k, dim = first["image_emb"].shape
-    features = reinforced_features(k, len(first["syn_captions"]), dim, dtype, store_images=False)
+    first = datacompdr_record(next(iter_tar(tars[0])), syn_key, dtype)
+    k, dim = first.image_emb.shape
+    features = reinforced_features(k, len(first.syn_captions), dim, dtype, store_images=False)
     kwargs = {"gen_kwargs": {"tars": tars, "syn_key": syn_key, "dtype": dtype}, "features": features}
     if streaming:
         return datasets.IterableDataset.from_generator(_generate, **kwargs)
@@ -149,21 +152,19 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def _sample_members(row: dict, image_emb: np.ndarray, text_emb: np.ndarray, embedding_format: str) -> dict:
-    image = (row.get("image") or {}).get("bytes")
-    members = {"url.txt": (row.get("image_ref") or "").encode(), "txt": (row["caption"] or "").encode(),
-               "syn.json": json.dumps({"syn_text": list(row["syn_captions"])}).encode(),
-               "paug.json": json.dumps({"param_aug": json.loads(row["aug_params"])}).encode(),
-               "json": json.dumps({"uid": row["key"],
+def _sample_members(record: Record, embedding_format: str) -> dict:
+    image = record.image_bytes
+    members = {"url.txt": (record.image_ref or "").encode(), "txt": (record.caption or "").encode(),
+               "syn.json": json.dumps({"syn_text": list(record.syn_captions)}).encode(),
+               "paug.json": json.dumps({"param_aug": record.aug_params}).encode(),
+               "json": json.dumps({"uid": record.key,
                                    "sha256": hashlib.sha256(image).hexdigest() if image else None}).encode()}
+    embeddings = {IMAGE_ARRAY: record.image_emb.astype(np.float32), TEXT_ARRAY: record.text_emb.astype(np.float32)}
+    buf = io.BytesIO()
     if embedding_format == "npz":
-        buf = io.BytesIO()
-        np.savez(buf, image_emb=image_emb.astype(np.float32), text_emb=text_emb.astype(np.float32))
+        np.savez(buf, **embeddings)
     else:
-        buf = io.BytesIO()
-        tensors = {k: torch.from_numpy(v.astype(np.float32)).to(torch.bfloat16)
-                   for k, v in (("image_emb", image_emb), ("text_emb", text_emb))}
-        torch.save(tensors, buf)
+        torch.save({k: torch.from_numpy(v).to(torch.bfloat16) for k, v in embeddings.items()}, buf)
         buf = io.BytesIO(gzip.compress(buf.getvalue(), mtime=0))
     members[embedding_format] = buf.getvalue()
     if image:
@@ -188,20 +189,15 @@ def write_datacompdr(reinforced_dir: str, output_dir: str, embedding_format: str
         raise ValueError("embedding_format must be 'npz' or 'pth.gz'")
     os.makedirs(output_dir, exist_ok=True)
     paths = []
-    for shard, parquet in enumerate(sorted(glob.glob(os.path.join(reinforced_dir, "data", "train-*.parquet")))):
-        table = pq.read_table(parquet)
-        n = table.num_rows
-        embeddings = {c: table[c].combine_chunks().flatten().flatten().to_numpy(zero_copy_only=False).reshape(
-            n, table.schema.field(c).type.list_size, -1) for c in ("image_emb", "text_emb")}
+    for shard, parquet in enumerate(shard_files(reinforced_dir)):
         path = os.path.join(output_dir, f"{shard:08d}.tar")
-        with tarfile.open(f"{path}.tmp", "w") as tar:
-            for j, row in enumerate(table.drop_columns(["image_emb", "text_emb"]).to_pylist()):
-                members = _sample_members(row, embeddings["image_emb"][j], embeddings["text_emb"][j], embedding_format)
-                for ext, data in members.items():
+        with atomic_path(path) as tmp, tarfile.open(tmp, "w") as tar:
+            for j, record in enumerate(records_from_table(pq.read_table(parquet))):
+                for ext, data in _sample_members(record, embedding_format).items():
                     _add(tar, f"{shard:08d}{j:06d}.{ext}", data)
-        os.replace(f"{path}.tmp", path)
         paths.append(path)
     return paths
 
 
-__all__ = ["datacompdr_to_row", "iter_tar", "load_datacompdr", "stream_datacompdr_from_hub", "write_datacompdr"]
+__all__ = ["datacompdr_record", "datacompdr_to_row", "iter_tar", "load_datacompdr", "stream_datacompdr_from_hub",
+           "write_datacompdr"]

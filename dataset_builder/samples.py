@@ -1,21 +1,26 @@
 """Per-sample preparation for the builder: decode and validate an input row, sample its augmentations, replay them.
 
 Runs in DataLoader worker processes, so it holds no model: ``prepare_sample`` gets only the teacher views
-(resolution, interpolation) it must replay. Bad input never raises; the returned sample carries a ``skip`` reason
-instead (one of ``SKIP_REASONS``), which the builder counts in ``report.json``.
+(resolution, interpolation) it must replay. Bad input never raises: the result is then a ``Skipped`` with a reason
+(one of ``SKIP_REASONS``), which the builder counts in ``report.json``. A good row becomes a ``PreparedSample``,
+which the teachers (and the captioner) turn into a ``schema.Record`` (``PreparedSample.to_record``).
 """
 
 from __future__ import annotations
 
 import io
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Sequence
 
-import datasets
+import numpy as np
+import torch
 from PIL import Image
 
+from modeling_mobileclip.image_processing_mobileclip import SIXTEEN_BIT_MODES
+
 from .augment import MAGNITUDE, RRC_SCALE, compress, sample_augmentations, seed_for_key
+from .schema import Record, decode_image, image_format
 from .teachers import replay_views
 
 SKIP_REASONS = (
@@ -29,12 +34,25 @@ SKIP_REASONS = (
 )
 # The stored image keeps its source bytes only in these formats; anything else is re-encoded losslessly as PNG.
 KEPT_FORMATS = ("JPEG", "PNG")
-_DECODER = datasets.Image()
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class PrepConfig:
-    """What a worker needs to prepare samples (picklable, no models)."""
+    """What a worker needs to prepare samples (picklable, no models).
+
+    Attributes:
+        image_column, caption_column, key_column, url_column, syn_captions_column: Input column names (the last
+            three optional: the row index is the key, ``"{source}#{row index}"`` the image reference, and no
+            synthetic captions are read).
+        views: ``(resolution, interpolation)`` pairs the augmentations are replayed at (``TeacherEnsemble.views``).
+        num_augmentations: K augmentations sampled per image.
+        seed: Global seed of the augmentations.
+        aug_resolution, crop_scale, rand_augment_magnitude: How the augmentations are sampled.
+        num_synthetic_captions: N synthetic captions read from ``syn_captions_column``.
+        min_image_size: Images with a side shorter than this are skipped.
+        keep_pil: Keep the decoded image in the sample (the captioner needs it in the main process).
+        source: Name of the input, for the image reference.
+    """
 
     image_column: str
     caption_column: str
@@ -43,15 +61,54 @@ class PrepConfig:
     seed: int
     aug_resolution: int = 224
     crop_scale: Sequence[float] = RRC_SCALE
+    rand_augment_magnitude: int = MAGNITUDE
     key_column: str | None = None
     url_column: str | None = None
     syn_captions_column: str | None = None
     num_synthetic_captions: int = 0
     min_image_size: int = 2
-    keep_pil: bool = False  # the captioner needs the decoded image in the main process
+    keep_pil: bool = False
     source: str = ""
-    rand_augment_magnitude: int = MAGNITUDE
-    extra: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """An input row left out: its key, the reason (one of ``SKIP_REASONS``) and a detail for the report."""
+
+    key: str
+    reason: str
+    detail: str = ""
+
+
+@dataclass
+class PreparedSample:
+    """A good input row, decoded and augmented, before the teachers run.
+
+    Attributes:
+        key: Sample key.
+        caption: The cleaned real caption.
+        syn_captions: The synthetic captions read from the input, or None (a captioner makes them).
+        aug_params: The K compressed augmentations.
+        views: ``{(resolution, interpolation): uint8 (K, 3, S, S)}``, the augmentations replayed per teacher view.
+        image_bytes: The bytes to store (see ``stored_image_bytes``).
+        image_ref: The image's URL column or ``"{source}#{row index}"``.
+        image: The RGB image (with ``keep_pil`` only, for the captioner).
+    """
+
+    key: str
+    caption: str
+    syn_captions: list[str] | None
+    aug_params: list
+    views: dict[tuple[int, str], torch.Tensor]
+    image_bytes: bytes
+    image_ref: str
+    image: Image.Image | None = None
+
+    def to_record(self, syn_captions: list[str], image_emb: np.ndarray, text_emb: np.ndarray) -> Record:
+        """The dataset row of this sample with its synthetic captions and teacher embeddings."""
+        return Record(key=self.key, caption=self.caption, syn_captions=list(syn_captions),
+                      aug_params=self.aug_params, image_emb=image_emb, text_emb=text_emb,
+                      image_bytes=self.image_bytes, image_ref=self.image_ref)
 
 
 def clean_caption_value(value: Any) -> tuple[str | None, str | None]:
@@ -88,28 +145,16 @@ def image_bytes(value: Any) -> bytes | None:
     return None
 
 
-def decode_image(data: bytes) -> tuple[Image.Image, bytes]:
-    """Decode like ``datasets.Image`` (so EXIF orientation matches what readers see), convert to RGB with ``to_rgb``,
-    the conversion training and the image processor use (16-bit images scaled to 8 bits, 32-bit and float refused).
-
-    Returns:
-        The RGB image and the bytes to store: the source bytes for 8-bit JPEG/PNG, else a lossless PNG of the RGB
-        image (also for 16-bit PNGs, which any reader's ``convert("RGB")`` would clip).
-
-    Raises:
-        Exception: Whatever PIL raises for undecodable or truncated data; ``ValueError`` for 32-bit or float images.
-    """
-    # The package's one conversion to 8-bit RGB; imported here, where it is used, as it loads the model package.
-    from modeling_mobileclip.image_processing_mobileclip import SIXTEEN_BIT_MODES, to_rgb
-
-    image = _DECODER.decode_example({"bytes": data, "path": None})
-    fmt = Image.open(io.BytesIO(data)).format
-    rgb = to_rgb(image)
-    if fmt in KEPT_FORMATS and image.mode not in SIXTEEN_BIT_MODES:
-        return rgb, data
+def stored_image_bytes(data: bytes, rgb: Image.Image) -> bytes:
+    """The bytes to store for an image decoded to ``rgb`` (``schema.decode_image``): the source bytes for 8-bit
+    JPEG/PNG, else a lossless PNG of ``rgb`` (also for 16-bit PNGs, which any reader's ``convert("RGB")`` would
+    clip)."""
+    fmt, mode = image_format(data)
+    if fmt in KEPT_FORMATS and mode not in SIXTEEN_BIT_MODES:
+        return data
     buf = io.BytesIO()
     rgb.save(buf, format="PNG")
-    return rgb, buf.getvalue()
+    return buf.getvalue()
 
 
 def _syn_captions(row: dict, cfg: PrepConfig) -> tuple[list[str] | None, str | None]:
@@ -129,39 +174,35 @@ def _syn_captions(row: dict, cfg: PrepConfig) -> tuple[list[str] | None, str | N
     return texts[: cfg.num_synthetic_captions], None
 
 
-def prepare_sample(row: dict, index: int, cfg: PrepConfig) -> dict:
-    """Turn one input row into a sample dict, or into ``{"key", "skip", "detail"}`` for bad input.
-
-    Keys of a good sample: ``key, image_bytes, image_ref, caption, syn_captions (or None), aug_params (compressed),
-    views {(size, interpolation): uint8 (K, 3, S, S)}`` and ``image`` (RGB PIL, only with ``keep_pil``).
-    """
+def prepare_sample(row: dict, index: int | str, cfg: PrepConfig) -> PreparedSample | Skipped:
+    """Turn one input row (number or name ``index`` in the input) into a prepared sample, or a ``Skipped``."""
     key = str(row[cfg.key_column]) if cfg.key_column else (index if isinstance(index, str) else f"{index:012d}")
     try:
         caption, reason = clean_caption_value(row.get(cfg.caption_column))
         syn, syn_reason = _syn_captions(row, cfg)
         reason = reason or syn_reason
         if reason:
-            return {"key": key, "skip": reason, "detail": ""}
+            return Skipped(key, reason)
         data = image_bytes(row.get(cfg.image_column))
         if data is None:
-            return {"key": key, "skip": "undecodable_image", "detail": "no image"}
+            return Skipped(key, "undecodable_image", "no image")
         try:
-            image, stored = decode_image(data)
+            image = decode_image(data)
+            stored = stored_image_bytes(data, image)
         except Exception as err:  # PIL raises many types (OSError, SyntaxError, ValueError, DecompressionBomb...)
-            return {"key": key, "skip": "undecodable_image", "detail": f"{type(err).__name__}: {err}"}
+            return Skipped(key, "undecodable_image", f"{type(err).__name__}: {err}")
         if min(image.size) < cfg.min_image_size:
-            return {"key": key, "skip": "too_small", "detail": f"{image.size[0]}x{image.size[1]}"}
+            return Skipped(key, "too_small", f"{image.size[0]}x{image.size[1]}")
         params = sample_augmentations((image.height, image.width), cfg.num_augmentations,
                                       seed_for_key(key, cfg.seed), output_size=cfg.aug_resolution,
                                       scale=cfg.crop_scale, magnitude=cfg.rand_augment_magnitude)
         views = replay_views(image, params, cfg.views, cfg.aug_resolution)
     except Exception as err:  # never crash a long run on one row
-        return {"key": key, "skip": "preprocess_error", "detail": f"{type(err).__name__}: {err}"}
+        return Skipped(key, "preprocess_error", f"{type(err).__name__}: {err}")
     ref = str(row.get(cfg.url_column)) if cfg.url_column else f"{cfg.source}#{index}"
-    return {"key": key, "skip": None, "image_bytes": stored, "image_ref": ref, "caption": caption,
-            "syn_captions": syn, "aug_params": [compress(p) for p in params], "views": views,
-            "image": image if cfg.keep_pil else None}
+    return PreparedSample(key=key, caption=caption, syn_captions=syn, aug_params=[compress(p) for p in params],
+                          views=views, image_bytes=stored, image_ref=ref, image=image if cfg.keep_pil else None)
 
 
-__all__ = ["KEPT_FORMATS", "SKIP_REASONS", "PrepConfig", "clean_caption_value", "decode_image", "image_bytes",
-           "prepare_sample"]
+__all__ = ["KEPT_FORMATS", "SKIP_REASONS", "PrepConfig", "PreparedSample", "Skipped", "clean_caption_value",
+           "image_bytes", "prepare_sample", "stored_image_bytes"]

@@ -3,6 +3,7 @@
 import json
 import os
 import re
+from pathlib import Path
 
 import datasets
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 from dataset_builder import builder as builder_module
 from dataset_builder.builder import BuildError, build_reinforced_dataset
 from dataset_builder.card import finalize_dataset
+from modeling_mobileclip.atomic import temporaries, temporary_name
 
 from reinforce_fixtures import load_local, messy_dataset, tiny_teachers
 
@@ -148,8 +150,9 @@ def test_rerun_with_other_rows_of_the_same_length_fails(teachers, tmp_path):
 def test_resume_removes_stale_temporaries_of_its_own_shards(teachers, tmp_path):
     (tmp_path / "data").mkdir()
     (tmp_path / ".build").mkdir()
-    stale = [tmp_path / "data" / f".tmp-424242-train-0000{s}-of-00003.parquet" for s in range(3)]
-    stale.append(tmp_path / ".build" / "shard-00001.json.tmp-424242")
+    # The temporaries the writers (modeling_mobileclip.atomic) of a killed build leave behind.
+    stale = [Path(temporary_name(str(tmp_path / "data" / f"train-0000{s}-of-00003.parquet"))) for s in range(3)]
+    stale.append(Path(temporary_name(str(tmp_path / ".build" / "shard-00001.json"))))
     for path in stale:
         path.write_bytes(b"half a file")
     build(teachers, tmp_path, rank=1, world_size=2)  # shard 1 only: another process may own the others' files
@@ -157,9 +160,10 @@ def test_resume_removes_stale_temporaries_of_its_own_shards(teachers, tmp_path):
     build(teachers, tmp_path, rank=0, world_size=2)
     assert not any(p.exists() for p in stale)
     assert sorted(os.listdir(tmp_path / "data")) == [f"train-{s:05d}-of-00003.parquet" for s in range(3)]
-    (tmp_path / "report.json.tmp-424242").write_text("{")  # a finalize killed while writing
+    for name in ("report.json", "README.md"):  # a finalize killed while writing
+        Path(temporary_name(str(tmp_path / name))).write_text("{")
     finalize_dataset(str(tmp_path))
-    assert not (tmp_path / "report.json.tmp-424242").exists() and keys(tmp_path) == GOOD_KEYS
+    assert not temporaries(str(tmp_path)) and keys(tmp_path) == GOOD_KEYS
 
 
 # Command line.
