@@ -211,3 +211,47 @@ def test_empty_list_raises(tokenizer):
 def test_non_string_raises(tokenizer, text, type_name):
     with pytest.raises(TypeError, match=f"type {type_name}"):
         tokenizer(text)
+
+
+def _with_added_tokens():
+    from tokenizers import AddedToken
+
+    tokenizer = MobileCLIPTokenizer()
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<X>"]})
+    tokenizer.add_tokens(AddedToken("<obj>", special=True))
+    tokenizer.add_tokens(["zebracorn"])
+    return tokenizer
+
+
+def _check_added_tokens(tokenizer, reference):
+    x, obj, word = (tokenizer.convert_tokens_to_ids(t) for t in ("<X>", "<obj>", "zebracorn"))
+    assert (x, obj, word) == (49408, 49409, 49410)
+    # Added tokens (special or not) are matched whole, unlowered, wherever they stand, as slow tokenizers match them.
+    assert tokenizer.tokenize("a <X> photo<obj>of zebracorn") == ["a</w>", "<X>", "photo</w>", "<obj>", "of</w>",
+                                                                   "zebracorn"]
+    ids = tokenizer("A<X>cat", padding=False)["input_ids"]
+    assert ids == [SOT, 320, x, 2368, EOT]
+    # The text around them is cleaned and tokenised as open_clip does, built-in specials included.
+    text = "A Photo! of <|endoftext|> &amp; ﬁne CAT"
+    expected = reference(text)[0].tolist()
+    expected = expected[: expected.index(EOT) + 1]
+    assert tokenizer(text + " <X>", padding=False)["input_ids"] == expected[:-1] + [x, EOT]
+    assert tokenizer.decode(ids, skip_special_tokens=True) == "a cat"
+    assert tokenizer.convert_ids_to_tokens(ids, skip_special_tokens=True) == ["a</w>", "cat</w>"]
+    assert "zebracorn" in tokenizer.decode(tokenizer("zebracorn")["input_ids"], skip_special_tokens=True)
+    decoder = tokenizer.added_tokens_decoder
+    assert decoder[x].special and decoder[obj].special and not decoder[word].special
+
+
+def test_added_tokens_are_matched_whole(reference):
+    _check_added_tokens(_with_added_tokens(), reference)
+
+
+def test_added_tokens_survive_save_load(tmp_path, reference):
+    from transformers import AutoTokenizer
+
+    _with_added_tokens().save_pretrained(tmp_path)
+    saved = {t["content"]: t["special"] for t in json.loads((tmp_path / "tokenizer.json").read_text())["added_tokens"]}
+    assert saved["<X>"] and saved["<obj>"] and not saved["zebracorn"]  # the file alone has the right flags
+    _check_added_tokens(MobileCLIPTokenizer.from_pretrained(tmp_path), reference)
+    _check_added_tokens(AutoTokenizer.from_pretrained(tmp_path), reference)
