@@ -1,9 +1,10 @@
 """Training data for MobileCLIP: reinforced datasets (DataCompDR format) and plain image-caption pairs.
 
 A reinforced dataset (written by `dataset_builder`) is a local folder or Hub dataset of parquet shards with a
-`reinforcement.json` next to them. Its columns are `key`, `image`, `caption`, `syn_captions` (N strings),
-`aug_params` (JSON list of K DataCompDR compressed augmentations), `image_emb` (K x D) and `text_emb` ((1 + N) x D,
-real caption first), D being the concatenation of the teachers' individually L2-normalised embeddings.
+`reinforcement.json` next to them; `dataset_builder/schema.py` defines both (column names, features, metadata and how
+a stored image is decoded). Its columns are `key`, `image`, `caption`, `syn_captions` (N strings), `aug_params` (JSON
+list of K DataCompDR compressed augmentations), `image_emb` (K x D) and `text_emb` ((1 + N) x D, real caption first),
+D being the concatenation of the teachers' individually L2-normalised embeddings.
 
 One training sample (Apple's reinforced data loader, `training/open_clip_v2.patch`) is: one of the K stored
 augmentations chosen uniformly and replayed at the student's own resolution, interpolation and normalisation; its
@@ -43,16 +44,34 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
 from dataset_builder.augment import apply_augmentation, sample_augmentations, sample_crop, seed_for_key
-from modeling_mobileclip.image_processing_mobileclip import to_rgb
+from dataset_builder.schema import (
+    AUG_PARAMS,
+    CAPTION,
+    IMAGE,
+    IMAGE_EMB,
+    KEY,
+    METADATA_FILE,
+    PAIR_COLUMNS,
+    REINFORCEMENT_COLUMNS,
+    SYN_CAPTIONS,
+    TEXT_EMB,
+    ReinforcementMetadata,
+    decode_image,
+    is_embedding_column,
+    is_synthetic_caption_set,
+    syn_captions_column,
+    syn_embeddings_column,
+    synthetic_embedding_column,
+)
 from modeling_mobileclip.paths import check_local_path
 
 logger = logging.getLogger(__name__)
 
 RECIPES = ("reinforced", "clip", "online_distill")
 REQUIRED_COLUMNS = {
-    "reinforced": ("image", "caption", "syn_captions", "aug_params", "image_emb", "text_emb"),
-    "clip": ("image", "caption"),
-    "online_distill": ("image", "caption"),
+    "reinforced": PAIR_COLUMNS + REINFORCEMENT_COLUMNS,
+    "clip": PAIR_COLUMNS,
+    "online_distill": PAIR_COLUMNS,
 }
 # The map-style dataset gives up after this many consecutive unreadable rows: that is a broken dataset, not noise.
 MAX_CONSECUTIVE_CORRUPT = 64
@@ -60,26 +79,11 @@ _MAX_WARNINGS = 10
 # The CLIP baseline's RandomResizedCrop scale: open_clip's training default (`AugmentationCfg.scale`), with which the
 # paper's DataComp baselines were trained; reinforced samples replay their stored crops instead.
 CLIP_CROP_SCALE = (0.9, 1.0)
-_IMAGE_DECODER = ImageFeature()
-SYN_CAPTIONS = "syn_captions"  # the set dataset_builder writes; its embeddings are text_emb[1:]
-SYN_CAPTIONS_PREFIX = SYN_CAPTIONS + "_"  # further sets: syn_captions_<name>, embeddings syn_text_emb_<name>
-SYN_EMBEDDINGS_PREFIX = "syn_text_emb_"
-DEFAULT_SYN_CAPTIONS_REGEX = f"^{SYN_CAPTIONS}$"  # today's single set
+DEFAULT_SYN_CAPTIONS_REGEX = f"^{SYN_CAPTIONS}$"  # the one set dataset_builder writes
 
 
 class SkippedSample(ValueError):
     """A readable sample that a filter leaves out; skipped and counted like a corrupt one."""
-
-
-def is_synthetic_caption_set(column: str) -> bool:
-    return column == SYN_CAPTIONS or column.startswith(SYN_CAPTIONS_PREFIX)
-
-
-def synthetic_embedding_column(caption_set: str) -> str | None:
-    """The column of a set's teacher embeddings; None for `syn_captions`, whose embeddings are `text_emb[1:]`."""
-    if caption_set == SYN_CAPTIONS:
-        return None
-    return SYN_EMBEDDINGS_PREFIX + caption_set[len(SYN_CAPTIONS_PREFIX):]
 
 
 def synthetic_caption_sets(column_names: list[str] | None, regex: str, source: str = "dataset") -> tuple[str, ...]:
@@ -88,13 +92,13 @@ def synthetic_caption_sets(column_names: list[str] | None, regex: str, source: s
     matched = tuple(c for c in candidates if re.match(regex, c))
     if not matched:
         raise ValueError(f"syn_captions_regex {regex!r} matches none of the synthetic-caption columns {candidates} of "
-                         f"{source!r} (sets are `{SYN_CAPTIONS}` and `{SYN_CAPTIONS_PREFIX}<name>`)")
+                         f"{source!r} (sets are `{SYN_CAPTIONS}` and `{syn_captions_column('<name>')}`)")
     return matched
 
 
 @dataclass(frozen=True)
 class Reinforcement:
-    """What `reinforcement.json` says about the stored teacher embeddings.
+    """What training needs of a reinforced dataset's metadata (`dataset_builder.schema.ReinforcementMetadata`).
 
     Attributes:
         num_augmentations: K stored augmentations per image.
@@ -109,35 +113,19 @@ class Reinforcement:
     teacher_logit_scales: tuple[float, ...]
 
     @classmethod
+    def from_metadata(cls, meta: ReinforcementMetadata) -> "Reinforcement":
+        return cls(meta.num_augmentations, meta.num_synthetic_captions, meta.teacher_dims, meta.teacher_logit_scales)
+
+    @classmethod
     def load(cls, source: str) -> "Reinforcement":
         """Reads `reinforcement.json` from a local dataset folder or a Hub dataset repo."""
-        check_local_path(source, "Dataset")  # a mistyped folder, not a Hub id
-        if os.path.isdir(source):
-            path = os.path.join(source, "reinforcement.json")
-            if not os.path.isfile(path):
-                raise FileNotFoundError(
-                    f"{path} not found: the reinforced recipe needs a dataset written by dataset_builder "
-                    "(or use recipe: clip for a plain image-caption dataset)"
-                )
-        else:
-            from huggingface_hub import hf_hub_download
-
-            path = hf_hub_download(source, "reinforcement.json", repo_type="dataset")
-        with open(path) as f:
-            meta = json.load(f)
-        teachers = meta["teachers"]
-        info = cls(
-            num_augmentations=int(meta["num_augmentations"]),
-            num_synthetic_captions=int(meta["num_synthetic_captions"]),
-            teacher_dims=tuple(int(t["dim"]) for t in teachers),
-            teacher_logit_scales=tuple(float(t["logit_scale"]) for t in teachers),
-        )
-        if sum(info.teacher_dims) != int(meta["embedding_dim"]):
-            raise ValueError(f"{path}: teacher dims {info.teacher_dims} do not sum to embedding_dim "
-                             f"{meta['embedding_dim']}")
-        if info.num_augmentations < 1 or info.num_synthetic_captions < 0:
-            raise ValueError(f"{path}: needs at least one augmentation, got {meta}")
-        return info
+        try:
+            meta = ReinforcementMetadata.load(source)
+        except FileNotFoundError as err:
+            if not os.path.isdir(source):  # a missing path: its own message is the clearest
+                raise
+            raise FileNotFoundError(f"{err} (for a plain image-caption dataset use recipe: clip)") from err
+        return cls.from_metadata(meta)
 
     @property
     def embedding_dim(self) -> int:
@@ -179,20 +167,6 @@ class Tokenize:
         return self.tokenizer(
             texts, padding="max_length", max_length=self.context_length, truncation=True, return_tensors="pt"
         )["input_ids"]
-
-
-def decode_image(image) -> Image.Image:
-    """Decodes a datasets `Image(decode=False)` value (`{"bytes", "path"}`) or a PIL image to RGB.
-
-    Decoded by `datasets.Image`, which applies the EXIF orientation, as dataset_builder does: the stored crop boxes
-    refer to that image. Converted by `to_rgb`, as the builder and the image processor do: 16-bit images are scaled
-    to 8 bits, 32-bit and float ones refused. The conversion forces the full decode, so a truncated file fails here.
-    """
-    if not isinstance(image, Image.Image):
-        image = _IMAGE_DECODER.decode_example(image)
-    image = to_rgb(image)
-    image.load()  # an RGB image is returned as is, possibly not decoded yet
-    return image
 
 
 class SampleTransform:
@@ -250,10 +224,10 @@ class SampleTransform:
     def __call__(self, row: dict, uid: str, epoch: int) -> dict[str, torch.Tensor]:
         sample_seed = seed_for_key(f"{epoch}:{uid}", self.seed)
         generator = torch.Generator().manual_seed(sample_seed)
-        image = decode_image(row["image"])
+        image = decode_image(row[IMAGE])
         if self.min_image_size and min(image.size) < self.min_image_size:  # open_clip_v2.patch `filter_small_image`
             raise SkippedSample(f"image {image.width}x{image.height} is smaller than {self.min_image_size}")
-        caption = str(row["caption"])
+        caption = str(row[CAPTION])
         if self.recipe == "reinforced":
             return self._reinforced(row, image, caption, generator, epoch)
         if self.recipe == "clip":
@@ -311,25 +285,25 @@ class SampleTransform:
             emb = text_emb[1:] if column is None else np.asarray(row[column])
             want = (len(row[syn_set]), info.embedding_dim)
             if emb.shape != want and not (len(row[syn_set]) == 0 and emb.size == 0):
-                raise ValueError(f"{column or 'text_emb[1:]'} has shape {emb.shape}, expected {want} ({syn_set})")
+                raise ValueError(f"{column or TEXT_EMB + '[1:]'} has shape {emb.shape}, expected {want} ({syn_set})")
             found[syn_set] = emb
         return found
 
     def _reinforced(self, row: dict, image: Image.Image, caption: str, generator: torch.Generator,
                     epoch: int) -> dict:
         info = self.reinforcement
-        aug_params = json.loads(row["aug_params"])
-        image_emb, text_emb = np.asarray(row["image_emb"]), np.asarray(row["text_emb"])
-        syn_captions = list(row["syn_captions"])
+        aug_params = json.loads(row[AUG_PARAMS])
+        image_emb, text_emb = np.asarray(row[IMAGE_EMB]), np.asarray(row[TEXT_EMB])
+        syn_captions = list(row[SYN_CAPTIONS])
         expected = {
-            "aug_params": (len(aug_params), info.num_augmentations),
-            "image_emb": (image_emb.shape, (info.num_augmentations, info.embedding_dim)),
-            "text_emb": (text_emb.shape, (1 + info.num_synthetic_captions, info.embedding_dim)),
-            "syn_captions": (len(syn_captions), info.num_synthetic_captions),
+            AUG_PARAMS: (len(aug_params), info.num_augmentations),
+            IMAGE_EMB: (image_emb.shape, (info.num_augmentations, info.embedding_dim)),
+            TEXT_EMB: (text_emb.shape, (1 + info.num_synthetic_captions, info.embedding_dim)),
+            SYN_CAPTIONS: (len(syn_captions), info.num_synthetic_captions),
         }
         for name, (got, want) in expected.items():
             if got != want:
-                raise ValueError(f"{name} has shape/length {got}, expected {want} (reinforcement.json)")
+                raise ValueError(f"{name} has shape/length {got}, expected {want} ({METADATA_FILE})")
         syn_emb = self._synthetic_embeddings(row, text_emb)
         # Sequential: the k-th epoch replays stored augmentation k mod K (Apple's `shared_epoch % len(param_aug)`).
         if self.sample_sequential:
@@ -415,7 +389,7 @@ class StreamingDataset(torch.utils.data.IterableDataset):
             empty = True
             for row in self.dataset:
                 empty = False
-                uid = str(row["key"]) if "key" in row else f"{epoch}:{position}"
+                uid = str(row[KEY]) if KEY in row else f"{epoch}:{position}"
                 position += 1
                 try:
                     sample = self.transform(row, uid, epoch)
@@ -497,13 +471,14 @@ def load_train_dataset(
         extra += [c for c in map(synthetic_embedding_column, syn_sets) if c]
     if missing := [c for c in extra if c not in dataset.column_names]:
         raise ValueError(f"Dataset {source!r} lacks the synthetic-caption column(s) {missing} (each set "
-                         f"`{SYN_CAPTIONS_PREFIX}<name>` needs its embeddings in `{SYN_EMBEDDINGS_PREFIX}<name>`)")
-    needed = list(REQUIRED_COLUMNS[recipe]) + extra + (["key"] if "key" in dataset.column_names else [])
+                         f"`{syn_captions_column('<name>')}` needs its embeddings in "
+                         f"`{syn_embeddings_column('<name>')}`)")
+    needed = list(REQUIRED_COLUMNS[recipe]) + extra + ([KEY] if KEY in dataset.column_names else [])
     if streaming and set(dataset.column_names) - set(needed):
         # Reload with a projection pushed down to parquet: select_columns would still read every column.
         dataset = load_dataset(source, split=split, streaming=True, columns=needed)
-    dataset = dataset.select_columns(needed).cast_column("image", ImageFeature(decode=False))
-    numeric = [c for c in needed if c in ("image_emb", "text_emb") or c.startswith(SYN_EMBEDDINGS_PREFIX)]
+    dataset = dataset.select_columns(needed).cast_column(IMAGE, ImageFeature(decode=False))
+    numeric = [c for c in needed if is_embedding_column(c)]
     if not streaming:
         return dataset.with_format("numpy", columns=numeric, output_all_columns=True) if numeric else dataset
     if numeric:
