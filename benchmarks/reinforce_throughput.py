@@ -33,10 +33,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the packages, fr
 
 from common import device_name, synthetic_dataset, write_results  # noqa: E402
 
-from dataset_builder import TeacherEnsemble, build_reinforced_dataset, load_captioner, load_teacher  # noqa: E402
-from dataset_builder.builder import records_to_table  # noqa: E402
-from dataset_builder.card import reinforced_features  # noqa: E402
-from dataset_builder.samples import PrepConfig, prepare_sample  # noqa: E402
+from dataset_builder import (  # noqa: E402
+    PrepConfig,
+    ReinforcementMetadata,
+    TeacherEnsemble,
+    TeacherInfo,
+    build_reinforced_dataset,
+    load_captioner,
+    load_teacher,
+    prepare_sample,
+    records_to_table,
+)
 
 
 def timed(fn, repeats: int, sync) -> float:
@@ -55,28 +62,28 @@ def timed(fn, repeats: int, sync) -> float:
 def stage_timings(dataset, ensemble: TeacherEnsemble, captioner, args, sync) -> dict[str, dict]:
     """Seconds per sample of each stage, measured on the same `args.num_images` samples."""
     n = len(dataset)
-    cfg = PrepConfig("image", "caption", ensemble.views, args.k, seed=0, key_column="key", keep_pil=True)
+    cfg = PrepConfig(image_column="image", caption_column="caption", key_column="key", views=ensemble.views,
+                     num_augmentations=args.k, seed=0, keep_pil=True)
     encoded = dataset.cast_column("image", datasets.Image(decode=False))
     rows = [encoded[i] for i in range(n)]  # JPEG bytes
     samples = [prepare_sample(row, i, cfg) for i, row in enumerate(rows)]
-    for s in samples:  # stand-ins for the captioner's output (timed on its own below)
-        s["syn_captions"] = [f"{s['caption']}, variant {j}" for j in range(args.n)]
+    # Stand-ins for the captioner's output (timed on its own below).
+    syn = [[f"{s.caption}, variant {j}" for j in range(args.n)] for s in samples]
     stages = {"decode + augment": timed(lambda: [prepare_sample(r, i, cfg) for i, r in enumerate(rows)], 1, sync)}
     if captioner is not None:
-        images = [s["image"] for s in samples]
+        images = [s.image for s in samples]
         stages["captioner"] = timed(lambda: captioner.caption(images, args.n, list(range(n))), 1, sync)
-    texts = [t for s in samples for t in [s["caption"], *s["syn_captions"]]]
+    texts = [t for s, c in zip(samples, syn) for t in [s.caption, *c]]
     for i, teacher in enumerate(ensemble.teachers):
-        views = torch.cat([s["views"][(teacher.image_size, teacher.interpolation)] for s in samples])
+        views = torch.cat([s.views[(teacher.image_size, teacher.interpolation)] for s in samples])
         name = f"teacher {i + 1}: {teacher.name}"
         stages[f"{name} images"] = timed(lambda: teacher.embed_images(views).cpu(), args.repeats, sync)
         stages[f"{name} texts"] = timed(lambda: teacher.embed_texts(texts).cpu(), args.repeats, sync)
-    features = reinforced_features(args.k, args.n, ensemble.dim, "float16", True)
-    for s in samples:
-        s.update(image_emb=torch.randn(args.k, ensemble.dim).half().numpy(),
-                 text_emb=torch.randn(1 + args.n, ensemble.dim).half().numpy())
+    metadata = ReinforcementMetadata(args.k, args.n, tuple(TeacherInfo(**t) for t in ensemble.metadata()))
+    records = [s.to_record(c, torch.randn(args.k, ensemble.dim).half().numpy(),
+                           torch.randn(1 + args.n, ensemble.dim).half().numpy()) for s, c in zip(samples, syn)]
     with tempfile.TemporaryDirectory() as out:
-        stages["write"] = timed(lambda: pq.write_table(records_to_table(samples, features, True),
+        stages["write"] = timed(lambda: pq.write_table(records_to_table(records, metadata.features()),
                                                        os.path.join(out, "shard.parquet")), args.repeats, sync)
     return {name: {"s_per_sample": seconds / n, "samples_per_s": n / seconds} for name, seconds in stages.items()}
 
