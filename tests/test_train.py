@@ -8,6 +8,7 @@ import math
 import os
 import subprocess
 import sys
+import textwrap
 
 import datasets
 import numpy as np
@@ -16,6 +17,7 @@ import pytest
 import torch
 from datasets import ClassLabel, Dataset, Features, Image, List, Value
 from huggingface_hub import ModelCard
+from huggingface_hub.errors import StrictDataclassError
 from PIL import Image as PILImage
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
@@ -184,14 +186,68 @@ def base_config(assets, output_dir, **overrides) -> dict:
 # The script in two real processes
 
 
-def launch(config_path: str, *overrides: str) -> subprocess.CompletedProcess:
+class Interrupted(Exception):
+    """Raised by a test's hook where a real run would be killed."""
+
+
+def interrupt_at_micro_batch(monkeypatch, n: int) -> None:
+    """Makes in-process training raise Interrupted at its n-th micro-batch (step n without gradient accumulation),
+    after everything steps 1 .. n-1 wrote, as a run killed there leaves it (but for the final save)."""
+    import train.train as train_module
+
+    compute_loss, calls = train_module.compute_loss, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == n:
+            raise Interrupted(f"micro-batch {n}")
+        return compute_loss(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "compute_loss", interrupted)
+
+
+# train.py, its processes killed with SIGKILL (no handler, no cleanup, as on a preempted machine) when each reaches
+# its KILL_AT_MICRO_BATCH-th micro-batch: all of the previous steps are done, checkpoints included.
+KILLED_AT = textwrap.dedent("""
+    import os, signal
+    import train.train as train_module
+
+    compute_loss, calls = train_module.compute_loss, []
+
+
+    def killed(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == int(os.environ["KILL_AT_MICRO_BATCH"]):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return compute_loss(*args, **kwargs)
+
+
+    train_module.compute_loss = killed
+    train_module.main()
+""")
+
+
+def launch(config_path: str, *overrides: str, kill_at_micro_batch: int | None = None) -> subprocess.CompletedProcess:
+    script = os.path.join(REPO, "train", "train.py")
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+           "PYTHONPATH": REPO,
+           # One compute thread per process: two processes on a machine of two cores (and torchrun's default).
+           "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    if kill_at_micro_batch:
+        script = os.path.join(os.path.dirname(config_path), "killed_at.py")
+        with open(script, "w") as f:
+            f.write(KILLED_AT)
+        env["KILL_AT_MICRO_BATCH"] = str(kill_at_micro_batch)
     # ACCELERATE_USE_CPU=1 + --multi_gpu is what gives two gloo processes on CPU.
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                "--main_process_port", "0", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               os.path.join(REPO, "train", "train.py"), "--config", config_path, *overrides]
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+               "--num_cpu_threads_per_process", "1", script, "--config", config_path, *overrides]
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+    log = result.stdout[-3000:] + result.stderr[-6000:]
+    if kill_at_micro_batch:
+        assert result.returncode != 0 and "SIGKILL" in result.stderr, log
+    else:
+        assert result.returncode == 0, log
     return result
 
 
@@ -219,8 +275,9 @@ def test_two_processes_loss_falls_and_resume_reproduces_losses(assets, tmp_path)
     # Killed after step 3 (last checkpoint: step 2), then resumed from the latest checkpoint. Without workers and with
     # activation checkpointing under DDP, neither of which may change a number.
     config = write_config(tmp_path / "crashed.yaml", **base_config(assets, crashed, gradient_checkpointing=True))
-    launch(config, "stop_after_steps=3")
+    launch(config, kill_at_micro_batch=4)
     assert not os.path.exists(crashed / "model.safetensors")
+    assert sorted(os.listdir(crashed / "checkpoints")) == ["checkpoint_0"]
     launch(config, "resume_from_checkpoint=latest")
     _, resumed = read_metrics(crashed / "metrics.jsonl")
     for step in range(1, 7):
@@ -293,34 +350,45 @@ def test_online_distillation_recipe(assets, tmp_path, reset_accelerate):
 
 
 def test_config_errors(tmp_path):
-    good = write_config(tmp_path / "good.yaml", train_dataset="x", lr="1e-3", mixed_precision=False)
-    cfg = load_config(good, ["warmup_steps=10", "loss_weights=[0.25, 0.75]", "eps=1e-6"])
-    assert cfg.lr == 1e-3 and cfg.eps == 1e-6 and cfg.mixed_precision == "no"  # YAML 1.1 quirks handled
-    assert cfg.warmup_steps == 10 and cfg.loss_weights == [0.25, 0.75]
+    good = tmp_path / "good.yaml"
+    good.write_text("train_dataset: x\nlr: 1e-3\nmixed_precision: no\nmax_grad_norm: 0\n")
+    cfg = load_config(good, ["warmup_steps=10", "loss_weights=[0.25, 0.75]", "eps=1e-6", "push_to_hub=true"])
+    # YAML 1.1 would read 1e-3 as a string and `no` as false; the loader reads YAML 1.2 (JSON) scalars.
+    assert cfg.lr == 1e-3 and cfg.eps == 1e-6 and cfg.mixed_precision == "no" and cfg.max_grad_norm == 0
+    assert cfg.warmup_steps == 10 and cfg.loss_weights == [0.25, 0.75] and cfg.push_to_hub is True
     with pytest.raises(ValueError, match="Unknown config key 'warmup_step'; did you mean 'warmup_steps'"):
         load_config(good, ["warmup_step=100"])
     with pytest.raises(ValueError, match="Unknown config key 'learning_rate'; the keys are the fields of TrainConfig"):
         load_config(good, ["learning_rate=0.1"])
-    with pytest.raises(ValueError, match="train_steps must be int"):
+    with pytest.raises(StrictDataclassError, match="Field 'train_steps' expected int, got str"):
         load_config(good, ["train_steps=many"])
-    with pytest.raises(ValueError, match=r"loss_weights must be list\[float\], got 0.5"):
+    with pytest.raises(StrictDataclassError, match="Field 'train_steps' expected int, got bool"):
+        load_config(good, ["train_steps=true"])
+    with pytest.raises(StrictDataclassError, match="Field 'loss_weights' expected a list, got float"):
         load_config(good, ["loss_weights=0.5"])
+    with pytest.raises(StrictDataclassError, match="Field 'push_to_hub' expected bool, got str"):
+        load_config(good, ["push_to_hub=yes"])  # a string in YAML 1.2, not silently true
     with pytest.raises(ValueError, match="must look like key=value"):
         load_config(good, ["lr"])
-    with pytest.raises(ValueError, match="recipe must be one of") as error:
-        TrainConfig(train_dataset="x", recipe="distill", warmup_steps=-1, beta2=1.0)
-    assert "warmup_steps must be >= 0" in str(error.value) and "beta2 must be in [0, 1)" in str(error.value)
-    with pytest.raises(ValueError, match="online_distill needs teacher_models"):
+    with pytest.raises(StrictDataclassError, match=r"Field 'recipe' expected one of \('reinforced', 'clip'"):
+        TrainConfig(train_dataset="x", recipe="distill")
+    with pytest.raises(StrictDataclassError, match="warmup_steps must be >= 0") as error:  # every bad value at once
+        TrainConfig(train_dataset="x", warmup_steps=-1, beta2=1.0)
+    assert "beta2 must be in [0, 1)" in str(error.value)
+    with pytest.raises(StrictDataclassError, match="online_distill needs teacher_models"):
         TrainConfig(train_dataset="x", recipe="online_distill")
-    with pytest.raises(ValueError, match="train_dataset is required"):
+    with pytest.raises(StrictDataclassError, match="train_dataset is required"):
         TrainConfig()
-    with pytest.raises(ValueError, match=r"crop_scale must be \[min, max\] with 0 < min <= max <= 1"):
+    with pytest.raises(StrictDataclassError, match=r"crop_scale must be \[min, max\] with 0 < min <= max <= 1"):
         TrainConfig(train_dataset="x", crop_scale=[0.5, 1.2])
-    with pytest.raises(ValueError, match="report_to has unknown trackers"):
+    with pytest.raises(StrictDataclassError, match="report_to has unknown trackers"):
         TrainConfig(train_dataset="x", report_to=["tensorbored"])
     if importlib.util.find_spec("wandb") is None:  # accelerate itself would drop it silently
-        with pytest.raises(ValueError, match=r"report_to: \['wandb'\] requested but not installed"):
+        with pytest.raises(StrictDataclassError, match=r"report_to: \['wandb'\] requested but not installed"):
             TrainConfig(train_dataset="x", report_to=["wandb"])
+    cfg = TrainConfig(train_dataset="x")
+    with pytest.raises(StrictDataclassError, match="Field 'lr' .* expected float"):  # checked on assignment too
+        cfg.lr = "fast"
     for name in os.listdir(os.path.join(REPO, "train", "configs")):
         load_config(os.path.join(REPO, "train", "configs", name))
 

@@ -11,8 +11,9 @@ import time
 
 import pytest
 import torch
+from huggingface_hub.errors import StrictDataclassError
 from safetensors.torch import load_file
-from test_train import base_config, make_dataset, write_config
+from test_train import Interrupted, base_config, interrupt_at_micro_batch, make_dataset, write_config
 
 from train.train import TRAIN_STATE, TrainConfig, load_config, training_function
 
@@ -73,12 +74,15 @@ class Payload:
 
 @pytest.fixture(scope="module")
 def stopped_run(assets, tmp_path_factory):
-    """A run of 3 steps stopped after step 2, whose checkpoint_0 is at step 2."""
+    """A run of 3 steps interrupted after step 2, whose checkpoint_0 is at step 2."""
     output = tmp_path_factory.mktemp("stopped") / "run"
-    run(assets, output, train_steps=3, save_every=2, stop_after_steps=2)
+    with pytest.MonkeyPatch.context() as patch, pytest.raises(Interrupted):
+        interrupt_at_micro_batch(patch, 3)
+        run(assets, output, train_steps=3, save_every=2)
     from accelerate.state import AcceleratorState
 
     AcceleratorState._reset_state(reset_partial_state=True)
+    assert sorted(runs(output)[0]) == [1, 2] and not os.path.exists(output / "model.safetensors")
     assert listing(output) == ["checkpoint_0"]
     return output
 
@@ -236,7 +240,7 @@ def test_latest_skips_stray_and_incomplete_entries(assets, stopped_run, tmp_path
     ("lr=.nan", "lr must be finite, got nan"),
     ("lr=0", r"lr must be in \(0, 1\]"),
     ("weight_decay=.nan", "weight_decay must be finite, got nan"),
-    ("weight_decay=5", r"weight_decay must be in \[0, 1\], got 5.0"),
+    ("weight_decay=5", r"weight_decay must be in \[0, 1\], got 5$"),
     ("weight_decay=-0.1", r"weight_decay must be in \[0, 1\]"),
     ("eps=0", r"eps must be in \(0, 1\) or null"),
     ("beta1=.nan", "beta1 must be finite"),
@@ -245,7 +249,7 @@ def test_latest_skips_stray_and_incomplete_entries(assets, stopped_run, tmp_path
     ("loss_weights=[-0.5, 1.5]", r"loss_weights must be >= 0 and not both 0, got \[-0.5, 1.5\]"),
     ("loss_weights=[0, 0]", "loss_weights must be >= 0 and not both 0"),
     ("loss_weights=[.nan, 1]", "loss_weights must be finite"),
-    ("teacher_logit_scale=-100", r"teacher_logit_scale must be > 0 \(one, or one per teacher\), got -100.0"),
+    ("teacher_logit_scale=-100", r"teacher_logit_scale must be > 0 \(one, or one per teacher\), got -100$"),
     ("teacher_logit_scale=[100, -1]", "teacher_logit_scale must be > 0"),
     ("teacher_logit_scale=0", "teacher_logit_scale must be > 0"),
     ("teacher_logit_scale=.inf", "teacher_logit_scale must be finite"),
@@ -253,16 +257,16 @@ def test_latest_skips_stray_and_incomplete_entries(assets, stopped_run, tmp_path
 ])
 def test_config_rejects_non_finite_and_absurd_values(tmp_path, override, error):
     config = write_config(tmp_path / "config.yaml", train_dataset="x")
-    with pytest.raises(ValueError, match=error) as raised:
+    with pytest.raises(StrictDataclassError, match=error) as raised:
         load_config(config, [override])
-    assert str(raised.value).count("\n") == 1  # one error, naming the key
+    assert str(raised.value.__cause__).count("\n") == 1  # one error, naming the key
 
 
 def test_config_bounds_accept_the_edges(tmp_path):
     config = write_config(tmp_path / "config.yaml", train_dataset="x")
     cfg = load_config(config, ["lr=1", "weight_decay=0", "eps=1e-6", "max_grad_norm=0", "loss_weights=[0, 1]",
                                "teacher_logit_scale=[70, 60]"])
-    assert cfg.lr == 1.0 and cfg.teacher_logit_scale == [70.0, 60.0]
+    assert cfg.lr == 1 and cfg.teacher_logit_scale == [70, 60]
     assert load_config(config, ["recipe=clip", "loss_weights=[0, 0]"]).loss_weights == [0.0, 0.0]  # ignored by clip
 
 

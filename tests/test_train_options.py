@@ -14,11 +14,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+from huggingface_hub.errors import StrictDataclassError
 from PIL import Image as PILImage
-from test_train import DIMS, REPO, K, N, base_config, make_dataset, read_metrics
+from test_train import DIMS, REPO, Interrupted, K, N, base_config, interrupt_at_micro_batch, make_dataset, read_metrics
 from torchvision.transforms import InterpolationMode
 
 from dataset_builder.augment import apply_augmentation, seed_for_key
+from dataset_builder.teachers import TeacherEnsemble, TransformersTeacher
 from modeling_mobileclip import MobileCLIPModel, MobileCLIPTokenizer
 from train.data import (
     DEFAULT_SYN_CAPTIONS_REGEX,
@@ -340,18 +342,26 @@ def test_online_distill_teachers_embed_the_synthetic_captions(assets):
     assert torch.equal(plain["teacher_pixel_values"], samples[0]["teacher_pixel_values"])
 
     torch.manual_seed(0)
-    teachers = [MobileCLIPModel(tiny_config()).eval(), MobileCLIPModel(tiny_config()).eval()]
+    models = [MobileCLIPModel(tiny_config()).eval(), MobileCLIPModel(tiny_config()).eval()]
+    teachers = TeacherEnsemble([TransformersTeacher(m, teacher_tokenize, f"t{i}", 24) for i, m in enumerate(models)])
     batch = collate([{**s, "num_skipped": 0} for s in samples])
     targets = teacher_embeddings(teachers, batch, NO_AUTOCAST)
 
     def direct(ids):
         with torch.no_grad():
-            return torch.cat([torch.nn.functional.normalize(t.get_text_features(input_ids=ids).pooler_output, dim=-1)
-                              for t in teachers], dim=1)
+            return torch.cat([torch.nn.functional.normalize(m.get_text_features(input_ids=ids).pooler_output, dim=-1)
+                              for m in models], dim=1)
 
     torch.testing.assert_close(targets["teacher_syn_text_embeds"], direct(batch["teacher_syn_input_ids"]),
                                rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(targets["teacher_text_embeds"], direct(batch["teacher_input_ids"]), rtol=1e-5, atol=1e-5)
+    with torch.no_grad():  # the images: each teacher's embedding normalised on its own, in teacher order
+        images = torch.cat([torch.nn.functional.normalize(m.get_image_features(
+            pixel_values=batch["teacher_pixel_values"]).pooler_output, dim=-1) for m in models], dim=1)
+    torch.testing.assert_close(targets["teacher_image_embeds"], images, rtol=1e-5, atol=1e-5)
+    # Strings through the teachers' own tokenizer give the embeddings of the loader's token ids.
+    captions = [rows[i]["caption"] for i in (0, 1, 2, 3)]
+    torch.testing.assert_close(teachers.embed_texts(captions), targets["teacher_text_embeds"], rtol=1e-5, atol=1e-5)
     assert set(teacher_embeddings(teachers, {k: v for k, v in batch.items() if "syn" not in k}, NO_AUTOCAST)) == {
         "teacher_image_embeds", "teacher_text_embeds"}
 
@@ -388,10 +398,10 @@ def test_config_keys_are_validated(tmp_path):
                                      "online_distill_syn_captions: true reads no synthetic captions"),
         (dict(online_distill_syn_captions=True), "online_distill_syn_captions is for recipe online_distill"),
         (dict(filter_image_size=0), "filter_image_size must be > 0, got 0"),
-        (dict(filter_image_size=32.5), r"filter_image_size must be int \| None"),
+        (dict(filter_image_size=32.5), r"Field 'filter_image_size' with value 32.5 doesn't match any type"),
     ]
     for values, error in cases:
-        with pytest.raises(ValueError, match=error):
+        with pytest.raises(StrictDataclassError, match=error):
             TrainConfig(train_dataset="x", **values)
     TrainConfig(train_dataset="x", recipe="online_distill", teacher_models=["t"], online_distill_syn_captions=True,
                 mix_synthetic=True, mix_synthetic_ratio=1.0, sample_sequential=True)  # the edges are accepted
@@ -419,12 +429,14 @@ def test_build_train_data_resolves_the_sets(assets):
 def run(assets, output, **overrides) -> dict[int, dict]:
     from accelerate.state import AcceleratorState
 
-    training_function(TrainConfig(**base_config(assets, output, **overrides)))
-    AcceleratorState._reset_state(reset_partial_state=True)  # the next in-process run builds a fresh Accelerator
+    try:
+        training_function(TrainConfig(**base_config(assets, output, **overrides)))
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)  # the next in-process run builds a fresh Accelerator
     return read_metrics(output / "metrics.jsonl")[1]
 
 
-def test_training_with_the_v2_options_resumes_exactly(assets, tmp_path):
+def test_training_with_the_v2_options_resumes_exactly(assets, tmp_path, monkeypatch):
     # Reinforced: two sets, mixing, sequential augmentations and a size filter that leaves out 7 rows of 16. One step
     # is one epoch, so each step replays other augmentations; a resumed run must make the same choices.
     options = dict(train_dataset=assets["two_sets"], train_steps=4, save_every=2, syn_captions_regex="^syn_c",
@@ -433,7 +445,9 @@ def test_training_with_the_v2_options_resumes_exactly(assets, tmp_path):
     assert all(np.isfinite(steps[s]["train/loss"]) for s in range(1, 5))
     # Rows 0, 1, 5, 6, 10, 11, 15 are left out; each epoch their indices skip 2, 1, 2, 1, 2, 1 and 3 rows.
     assert [steps[s]["train/skipped_samples"] for s in range(1, 5)] == [12, 24, 36, 48]
-    run(assets, tmp_path / "crashed", stop_after_steps=2, **options)
+    with monkeypatch.context() as patch, pytest.raises(Interrupted):  # after step 2 and its checkpoint
+        interrupt_at_micro_batch(patch, 3)
+        run(assets, tmp_path / "crashed", **options)
     resumed = run(assets, tmp_path / "crashed", resume_from_checkpoint="latest", **options)
     for step in range(1, 5):
         assert resumed[step]["train/loss"] == pytest.approx(steps[step]["train/loss"], abs=1e-6, rel=0), step

@@ -29,9 +29,8 @@ import re
 import shutil
 import sys
 import time
-import types
-import typing
 from dataclasses import asdict, dataclass, field, fields
+from typing import Literal
 
 # Run as a script, Python puts train/ first on sys.path, where this file would shadow the `train` package.
 if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
@@ -40,14 +39,15 @@ if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch
-import torch.nn.functional as F
 import yaml
 from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.tracking import LOGGER_TYPE_TO_CLASS, GeneralTracker, get_available_trackers
 from accelerate.utils import RNG_STATE_NAME, ProjectConfiguration, set_seed
 from accelerate.utils import load as accelerate_load
+from huggingface_hub.dataclasses import strict
 from tqdm.auto import tqdm
 
+from dataset_builder.teachers import TeacherEnsemble, TransformersTeacher
 from modeling_mobileclip.modelcard import eval_entries, model_card
 from modeling_mobileclip.modeling_mobileclip import MAX_LOGIT_SCALE
 from modeling_mobileclip.paths import is_hub_id
@@ -78,32 +78,41 @@ TEMPORARY_PREFIX = ".tmp-"  # checkpoints being written or deleted: never resume
 TRAIN_STATE = "train_state.json"
 
 
+# An int is a valid float (PEP 484's numeric tower) and YAML reads `0` or `1` as one; `@strict` alone would refuse it.
+Number = float | int
+
+
+@strict
 @dataclass
 class TrainConfig:
     """Every key a YAML config may set. Defaults are the paper's DataCompDR-12M recipe
-    (https://arxiv.org/abs/2311.17049, Appendix; apple/ml-mobileclip `training/configs/run_datacompdr12m.sh`)."""
+    (https://arxiv.org/abs/2311.17049, Appendix; apple/ml-mobileclip `training/configs/run_datacompdr12m.sh`).
+
+    `@strict` (huggingface_hub, as transformers' configs) checks every value against its annotation, at construction
+    and on assignment; `validate_values` then checks the values themselves, reporting every bad key at once.
+    """
 
     # Model and data
     model: str = "mobileclip-s0"  # variant name (random init), or folder / Hub id (weights if present)
-    recipe: str = "reinforced"  # reinforced | clip | online_distill
+    recipe: Literal[RECIPES] = "reinforced"
     train_dataset: str = ""  # local dataset folder (map-style) or Hub dataset id (streamed)
     train_split: str = "train"
     streaming: bool | None = None  # None: stream Hub ids, read local folders map-style
     shuffle_buffer_size: int = 10_000  # streaming only
     num_workers: int = 4  # DataLoader workers per process (decoding and augmentation happen there)
     dataset_cache_dir: str | None = None  # datasets' Arrow cache for local folders (default: HF_DATASETS_CACHE)
-    interpolation: str = "bicubic"  # student resize of the replayed crop (DataCompDR config)
-    crop_scale: list[float] = field(default_factory=lambda: list(CLIP_CROP_SCALE))  # clip recipe: RRC area range
+    interpolation: Literal["bilinear", "bicubic", "nearest"] = "bicubic"  # student resize of the replayed crop
+    crop_scale: list[Number] = field(default_factory=lambda: list(CLIP_CROP_SCALE))  # clip recipe: RRC area range
     teacher_models: list[str] = field(default_factory=list)  # online_distill: teacher folders (same input size)
-    teacher_logit_scale: float | list[float] | None = None  # None: reinforcement.json's, or 100 for online_distill
-    loss_weights: list[float] = field(default_factory=lambda: [0.0, 1.0])  # (w_clip, w_distill), paper's (1-λ, λ)
+    teacher_logit_scale: Number | list[Number] | None = None  # None: reinforcement.json's, or 100 for online_distill
+    loss_weights: list[Number] = field(default_factory=lambda: [0.0, 1.0])  # (w_clip, w_distill), paper's (1-λ, λ)
     # Apple's v2 data options (open_clip_v2.patch `--dataset-reinforcement-*`); the defaults are the v1 loader's.
     # Synthetic-caption sets to sample from, by column name (`re.match`): `syn_captions` (embeddings text_emb[1:]) and
     # `syn_captions_<name>` (embeddings syn_text_emb_<name>), Apple's syn.json keys `syn_text`, `syn_text_<name>`;
     # one matched set is drawn per sample, then one caption of it. Apple's default `^syn_text.*$` is `^syn_captions`.
     syn_captions_regex: str = DEFAULT_SYN_CAPTIONS_REGEX
     mix_synthetic: bool = False  # the contrastive caption is the synthetic one with mix_synthetic_ratio, else the
-    mix_synthetic_ratio: float = 0.0  # real one, and there is no separate synthetic-caption batch (0: all real)
+    mix_synthetic_ratio: Number = 0.0  # real one, and there is no separate synthetic-caption batch (0: all real)
     sample_sequential: bool = False  # epoch e uses stored augmentation e mod K and synthetic caption e mod N
     filter_image_size: int | None = None  # skip (and count) samples whose stored image has a shorter side below this
     online_distill_syn_captions: bool = False  # online_distill: the teachers also embed a synthetic caption per sample
@@ -111,15 +120,15 @@ class TrainConfig:
     global_batch_size: int = 8192  # = per-device batch x processes x gradient_accumulation_steps
     gradient_accumulation_steps: int = 1  # note: each micro-batch only sees its own negatives
     train_steps: int = 30_000  # optimizer steps; also the length of the cosine schedule
-    lr: float = 1e-3
-    beta1: float = 0.9
-    beta2: float = 0.95
-    eps: float | None = None  # None: 1e-6 for ViT image towers, else 1e-8 (open_clip)
-    weight_decay: float = 0.2  # not applied to biases, norms, logit_scale (every parameter with ndim < 2)
-    lr_scheduler: str = "cosine"  # cosine | constant (both after the linear warmup)
+    lr: Number = 1e-3
+    beta1: Number = 0.9
+    beta2: Number = 0.95
+    eps: Number | None = None  # None: 1e-6 for ViT image towers, else 1e-8 (open_clip)
+    weight_decay: Number = 0.2  # not applied to biases, norms, logit_scale (every parameter with ndim < 2)
+    lr_scheduler: Literal["cosine", "constant"] = "cosine"  # both after the linear warmup
     warmup_steps: int = 1000
-    max_grad_norm: float = 1.0  # 0 disables clipping
-    mixed_precision: str = "bf16"  # no | bf16 | fp16 (fp16 needs a GPU: on CPU accelerate silently runs fp32)
+    max_grad_norm: Number = 1.0  # 0 disables clipping
+    mixed_precision: Literal["no", "bf16", "fp16"] = "bf16"  # fp16 needs a GPU: on CPU accelerate runs fp32
     gradient_checkpointing: bool = False
     torch_compile: bool = False
     seed: int = 0
@@ -128,7 +137,6 @@ class TrainConfig:
     save_every: int = 1000  # accelerator.save_state every N steps (0: only at the end)
     save_total_limit: int | None = 3
     resume_from_checkpoint: str | None = None  # "latest" (none yet: start fresh) or a checkpoint folder
-    stop_after_steps: int | None = None  # exit after N steps as if killed, without a final checkpoint (tests)
     report_to: list[str] = field(default_factory=lambda: ["tensorboard"])  # accelerate trackers, or ["none"]
     run_name: str = "mobileclip"
     log_every: int = 10
@@ -146,31 +154,14 @@ class TrainConfig:
     eval_batch_size: int = 256
     eval_max_samples: int | None = None
 
-    def __post_init__(self):
-        if self.mixed_precision is False:  # YAML 1.1 reads an unquoted `no` as false
-            self.mixed_precision = "no"
-        errors = []
-        for f in fields(self):
-            try:
-                setattr(self, f.name, _convert(getattr(self, f.name), f.type))
-            except TypeError:
-                value = getattr(self, f.name)
-                expected = f.type.__name__ if type(f.type) is type else str(f.type)  # int, list[float], ...
-                errors.append(f"{f.name} must be {expected}, got {value!r} ({type(value).__name__})")
-        if not errors:  # the value checks assume the right types
-            errors = _value_errors(self)
-        if errors:
+    def validate_values(self) -> None:
+        """Run by `@strict` after every construction, on well-typed values."""
+        if errors := _value_errors(self):
             raise ValueError("Invalid config:\n  " + "\n  ".join(errors))
 
 
-_CHOICES = {
-    "recipe": RECIPES,
-    "mixed_precision": ("no", "bf16", "fp16"),
-    "lr_scheduler": ("cosine", "constant"),
-    "interpolation": ("bilinear", "bicubic", "nearest"),
-}
 _POSITIVE = ("global_batch_size", "gradient_accumulation_steps", "train_steps", "log_every", "eval_batch_size",
-             "shuffle_buffer_size", "stop_after_steps", "save_total_limit", "eval_max_samples", "filter_image_size")
+             "shuffle_buffer_size", "save_total_limit", "eval_max_samples", "filter_image_size")
 _NON_NEGATIVE = ("warmup_steps", "max_grad_norm", "save_every", "eval_every", "num_workers")
 
 
@@ -182,7 +173,6 @@ def _value_errors(cfg: TrainConfig) -> list[str]:
                          if isinstance(x, float) and not math.isfinite(x)})
     errors = [f"{k} must be finite, got {value(k)}" for k in non_finite]
     checked = lambda k: k not in non_finite and value(k) is not None  # noqa: E731 (one error per key)
-    errors += [f"{k} must be one of {v}, got {value(k)!r}" for k, v in _CHOICES.items() if value(k) not in v]
     errors += [f"{k} must be > 0, got {value(k)}" for k in _POSITIVE if checked(k) and value(k) <= 0]
     errors += [f"{k} must be >= 0, got {value(k)}" for k in _NON_NEGATIVE if checked(k) and value(k) < 0]
     errors += [f"{k} must be in [0, 1), got {value(k)}" for k in ("beta1", "beta2")
@@ -254,39 +244,36 @@ def _as_list(value) -> list:
     return [] if value is None else value if isinstance(value, list) else [value]
 
 
-def _convert(value, annotation):
-    """`value` as an instance of `annotation` (an int for a float is converted, and so is a string such as "1e-3",
-    which YAML 1.1 reads as a string), or TypeError."""
-    is_union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
-    for option in typing.get_args(annotation) if is_union else (annotation,):
-        if option is type(None) and value is None:
-            return None
-        if typing.get_origin(option) is list and isinstance(value, list):
-            try:
-                return [_convert(item, typing.get_args(option)[0]) for item in value]
-            except TypeError:
-                continue
-        if option in (bool, int, str) and type(value) is option:  # type(), so that True is not taken for an int
-            return value
-        if option is float and type(value) in (int, float, str):
-            try:
-                return float(value)
-            except ValueError:
-                continue
-    raise TypeError(f"{value!r} is not {annotation}")
+class _YAML12Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2's booleans and floats (those of JSON): `no` or `off` stay strings (YAML 1.1
+    reads accelerate's `mixed_precision: no` as false), and `1e-3` is a float (YAML 1.1 wants `1.0e-3`)."""
+
+    yaml_implicit_resolvers = {
+        first: [(tag, regexp) for tag, regexp in resolvers if tag not in ("tag:yaml.org,2002:bool",
+                                                                           "tag:yaml.org,2002:float")]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+
+
+_YAML12Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                    list("tTfF"))
+_YAML12Loader.add_implicit_resolver(  # after the int resolver, which takes plain digits
+    "tag:yaml.org,2002:float",
+    re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+0123456789."))
 
 
 def load_config(path: str, overrides: list[str] = ()) -> TrainConfig:
     """Reads a YAML config and applies `key=value` overrides (values parsed as YAML); unknown keys are errors."""
     with open(path) as f:
-        values = yaml.safe_load(f) or {}
+        values = yaml.load(f, _YAML12Loader) or {}
     if not isinstance(values, dict):
         raise ValueError(f"{path}: a config must be a mapping of keys to values")
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep:
             raise ValueError(f"Override {item!r} must look like key=value")
-        values[key.strip()] = yaml.safe_load(value)
+        values[key.strip()] = yaml.load(value, _YAML12Loader)
     known = [f.name for f in fields(TrainConfig)]
     for key in values:
         if key not in known:
@@ -366,15 +353,20 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def load_teachers(cfg: TrainConfig, device) -> tuple[list, ImageSpec, Tokenize]:
-    """Online distillation: frozen teacher models, their (shared) input spec and tokenizer."""
-    loaded = [load_model_and_processor(path) for path in cfg.teacher_models]
-    specs = {ImageSpec.from_image_processor(processor.image_processor) for _, processor in loaded}
+def load_teachers(cfg: TrainConfig, device) -> tuple[TeacherEnsemble, ImageSpec, Tokenize]:
+    """Online distillation: the frozen teachers, as dataset_builder's (which embeds and concatenates as the stored
+    DataCompDR embeddings are), their shared input spec, and the tokenizer of their captions (the first teacher's,
+    run in the DataLoader workers)."""
+    teachers = []
+    for path in cfg.teacher_models:
+        model, processor = load_model_and_processor(path)
+        tokenize = Tokenize(processor.tokenizer, context_length(model.config))
+        teachers.append(TransformersTeacher.from_processor(model.to(device).requires_grad_(False), tokenize,
+                                                           processor.image_processor, name=path))
+    specs = {ImageSpec(t.image_size, t.interpolation, t.mean, t.std) for t in teachers}
     if len(specs) != 1:
         raise ValueError(f"teacher_models must share image size and normalisation, got {specs}")
-    model, processor = loaded[0]
-    teachers = [m.to(device).eval().requires_grad_(False) for m, _ in loaded]
-    return teachers, specs.pop(), Tokenize(processor.tokenizer, context_length(model.config))
+    return TeacherEnsemble(teachers), specs.pop(), teachers[0].tokenize
 
 
 def build_train_data(cfg, accelerator, processor, batch_size, teacher_spec=None, teacher_tokenize=None):
@@ -402,31 +394,25 @@ def build_train_data(cfg, accelerator, processor, batch_size, teacher_spec=None,
 
 
 @torch.no_grad()
-def teacher_embeddings(teachers: list, batch: dict, accelerator) -> dict[str, torch.Tensor]:
-    """Online distillation targets: each teacher's L2-normalised embeddings, concatenated in teacher order (the
-    layout of stored DataCompDR embeddings), of the images, the real captions and, if the batch has them, the
-    synthetic captions (one text pass over both, as open_clip_v2.patch runs its `dist_model`)."""
+def teacher_embeddings(teachers: TeacherEnsemble, batch: dict, accelerator) -> dict[str, torch.Tensor]:
+    """Online distillation targets (the layout of stored DataCompDR embeddings) of the images, the real captions
+    and, if the batch has them, the synthetic captions (one text pass over both, as open_clip_v2.patch runs its
+    `dist_model`)."""
     input_ids = batch["teacher_input_ids"]
     if "teacher_syn_input_ids" in batch:
         input_ids = torch.cat([input_ids, batch["teacher_syn_input_ids"]])
-    images, texts = [], []
     with accelerator.autocast():
-        for teacher in teachers:
-            images.append(teacher.get_image_features(pixel_values=batch["teacher_pixel_values"]).pooler_output)
-            texts.append(teacher.get_text_features(input_ids=input_ids).pooler_output)
-    text = torch.cat([F.normalize(x.float(), dim=-1) for x in texts], dim=1)
+        image = teachers.embed_pixel_values(batch["teacher_pixel_values"])
+        text = teachers.embed_input_ids(input_ids)
     n = batch["teacher_input_ids"].shape[0]
-    targets = {
-        "teacher_image_embeds": torch.cat([F.normalize(x.float(), dim=-1) for x in images], dim=1),
-        "teacher_text_embeds": text[:n],
-    }
+    targets = {"teacher_image_embeds": image, "teacher_text_embeds": text[:n]}
     if len(text) > n:
         targets["teacher_syn_text_embeds"] = text[n:]
     return targets
 
 
-def compute_loss(model, batch: dict, loss_fn, teachers: list, accelerator) -> dict[str, torch.Tensor]:
-    """Student forward pass and loss of one micro-batch."""
+def compute_loss(model, batch: dict, loss_fn, teachers: TeacherEnsemble | None, accelerator) -> dict[str, torch.Tensor]:
+    """Student forward pass and loss of one micro-batch (`teachers`: online distillation's, run on the batch)."""
     n = batch["pixel_values"].shape[0]
     input_ids = batch["input_ids"]
     if "syn_input_ids" in batch:  # one text-tower pass over [real; synthetic] captions, as DRClipLoss does
@@ -434,7 +420,7 @@ def compute_loss(model, batch: dict, loss_fn, teachers: list, accelerator) -> di
     # Through the prepared model's forward, so that DDP sees the pass; features in fp32 for the loss.
     outputs = model(input_ids=input_ids, pixel_values=batch["pixel_values"])
     image, text = outputs.image_embeds.float(), outputs.text_embeds.float()
-    targets = teacher_embeddings(teachers, batch, accelerator) if teachers else {}
+    targets = teacher_embeddings(teachers, batch, accelerator) if teachers is not None else {}
     targets.update({key: batch[key] for key in TEACHER_KEYS if key in batch})
     logit_scale = accelerator.unwrap_model(model).logit_scale.exp()
     return loss_fn(image, text[:n], logit_scale, syn_text_features=text[n:] if len(text) > n else None, **targets)
@@ -621,7 +607,7 @@ def training_function(cfg: TrainConfig) -> None:
 
     model, processor = load_model_and_processor(cfg.model, random_init=True)  # a config or variant: from scratch
     online = cfg.recipe == "online_distill"
-    teachers, teacher_spec, teacher_tokenize = load_teachers(cfg, accelerator.device) if online else ([], None, None)
+    teachers, teacher_spec, teacher_tokenize = load_teachers(cfg, accelerator.device) if online else (None,) * 3
     train_dl, reinforcement = build_train_data(cfg, accelerator, processor, batch_size, teacher_spec, teacher_tokenize)
     with accelerator.main_process_first():
         evals = {
@@ -634,7 +620,7 @@ def training_function(cfg: TrainConfig) -> None:
     if cfg.recipe == "clip":
         loss_fn = ReinforcedCLIPLoss()
     else:
-        dims = reinforcement.teacher_dims if reinforcement else [t.config.projection_dim for t in teachers]
+        dims = reinforcement.teacher_dims if reinforcement else [t.dim for t in teachers.teachers]
         default_scale = reinforcement.teacher_logit_scales if reinforcement else 100.0
         scale = cfg.teacher_logit_scale if cfg.teacher_logit_scale is not None else default_scale
         if reinforcement and cfg.teacher_logit_scale is None and not all(math.isfinite(x) and x > 0 for x in scale):
@@ -677,9 +663,6 @@ def training_function(cfg: TrainConfig) -> None:
     evaluate = functools.partial(run_eval_tasks, tokenizer=processor.tokenizer, tasks=evals,
                                  templates=cfg.eval_templates, accelerator=accelerator) if evals else None
     metrics = train_loop(cfg, accelerator, model, optimizer, scheduler, train_dl, step_loss, evaluate, progress, save)
-    if progress.step < cfg.train_steps:  # stop_after_steps: like a crash, no final checkpoint and no saved model
-        accelerator.end_training()
-        return
     accelerator.wait_for_everyone()
     unwrapped = accelerator.unwrap_model(model)
     unwrapped.save_pretrained(cfg.output_dir, is_main_process=accelerator.is_main_process,
@@ -696,7 +679,7 @@ def training_function(cfg: TrainConfig) -> None:
     accelerator.end_training()
 
 
-RECIPES = {
+RECIPE_SUMMARIES = {
     "reinforced": "multi-modal reinforced training: contrastive loss plus distillation from the teacher embeddings "
                   "stored in the dataset",
     "clip": "plain CLIP contrastive training",
@@ -710,7 +693,8 @@ def training_model_card(cfg: TrainConfig, metrics: dict, repo_or_path: str):
     teachers = {"reinforced": f"the embeddings stored in `{cfg.train_dataset}` (its `reinforcement.json`)",
                 "online_distill": ", ".join(f"`{t}`" for t in cfg.teacher_models), "clip": "none"}[cfg.recipe]
     how_made = (
-        f"Trained with `train/train.py`, recipe `{cfg.recipe}` ({RECIPES[cfg.recipe]}), from `{cfg.model}`.\n\n"
+        f"Trained with `train/train.py`, recipe `{cfg.recipe}` ({RECIPE_SUMMARIES[cfg.recipe]}), "
+        f"from `{cfg.model}`.\n\n"
         f"- data: `{cfg.train_dataset}` (split `{cfg.train_split}`)\n"
         f"- {cfg.train_steps} steps x {cfg.global_batch_size} samples = {samples:,} samples seen\n"
         f"- AdamW lr {cfg.lr:g}, weight decay {cfg.weight_decay:g}, {cfg.lr_scheduler} schedule after "
@@ -734,7 +718,7 @@ def non_finite_tensors(model) -> list[str]:
 
 
 def train_loop(cfg, accelerator, model, optimizer, scheduler, train_dl, step_loss, evaluate, progress, save) -> dict:
-    """Optimizer steps until `train_steps` (or `stop_after_steps`), with logging, evaluation and checkpoints (`save`).
+    """Optimizer steps until `train_steps`, with logging, evaluation and checkpoints (`save`).
     Raises FloatingPointError, before saving anything more, once the loss or the weights are no longer finite.
 
     Returns:
@@ -744,9 +728,8 @@ def train_loop(cfg, accelerator, model, optimizer, scheduler, train_dl, step_los
     unwrapped, streaming = accelerator.unwrap_model(model), isinstance(train_dl.dataset, StreamingDataset)
     model.train()
     bar = tqdm(total=cfg.train_steps, initial=progress.step, disable=not accelerator.is_local_main_process)
-    stop_at = min(cfg.train_steps, cfg.stop_after_steps or cfg.train_steps)
     start, window_steps, parts = time.perf_counter(), 0, []
-    while progress.step < stop_at:
+    while progress.step < cfg.train_steps:
         if not streaming:
             train_dl.set_epoch(progress.epoch)  # the sampler's permutation
             train_dl.dataset.set_epoch(progress.epoch)  # per-sample augmentation and caption choices
@@ -786,7 +769,7 @@ def train_loop(cfg, accelerator, model, optimizer, scheduler, train_dl, step_los
             progress.step, progress.skipped = progress.step + 1, progress.skipped + int(stats[3].item())
             parts, window_steps = [], window_steps + 1
             bar.update(1)
-            if progress.step % cfg.log_every == 0 or progress.step == stop_at:
+            if progress.step % cfg.log_every == 0 or progress.step == cfg.train_steps:
                 logs = {
                     "train/loss": stats[0].item(), "train/contrastive_loss": stats[1].item(),
                     "train/distill_loss": stats[2].item(), "train/lr": lr,
@@ -809,7 +792,7 @@ def train_loop(cfg, accelerator, model, optimizer, scheduler, train_dl, step_los
                                              f"not finite ({names}). Stopped without saving; the newest checkpoint is "
                                              "the last good state. Try a lower lr or more warmup_steps.")
                 save()
-            if progress.step >= stop_at:
+            if last:
                 break
         else:  # the epoch ended (map-style only: a streamed dataset never ends)
             progress.epoch, progress.batch_in_epoch = progress.epoch + 1, 0
