@@ -1,14 +1,11 @@
 """Shared by the throughput benchmarks: synthetic inputs (DataComp-sized JPEGs, a teacher that costs nothing) and
-the result files.
+the result files (`harness.write_results`).
 
 Throughput depends on sizes and shapes, not on pixel or weight values, so random images, random weights and a
 projection "teacher" measure the same work as the real thing (the teachers' own cost is measured separately).
 """
 
 import io
-import json
-import os
-import platform
 import zlib
 
 import datasets
@@ -17,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+# device_name and write_results are part of this module's API: the throughput benchmarks import them from here.
+from benchmarks.harness import device_name, write_results  # noqa: F401
 from dataset_builder import Teacher, build_reinforced_dataset
 
 
@@ -63,19 +62,3 @@ def reinforced_dataset(output_dir: str, num_images: int, k: int, n: int, dims: t
         data.add_column("syn_captions", syn), output_dir, [ProjectionTeacher(d, seed=i) for i, d in enumerate(dims)],
         key_column="key", syn_captions_column="syn_captions", num_augmentations=k, num_synthetic_captions=n,
         num_workers=num_workers, progress=False)
-
-
-def device_name(device: str) -> str:
-    if device == "cuda":
-        return torch.cuda.get_device_name()
-    return f"cpu ({os.cpu_count()} cores, {platform.processor() or platform.machine()})"
-
-
-def write_results(result: dict, table: str, out: str) -> None:
-    """Prints the markdown table; writes the JSON to `out` and the table next to it (`.md`)."""
-    print("\n" + table)
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    with open(out, "w") as f:
-        json.dump(result, f, indent=2)
-    with open(os.path.splitext(out)[0] + ".md", "w") as f:
-        f.write(table)

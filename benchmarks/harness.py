@@ -1,4 +1,4 @@
-"""Interleaved timing of several candidates, robust to a noisy shared machine.
+"""Interleaved timing of several candidates, robust to a noisy shared machine, and the benchmarks' result files.
 
 Every round calls each candidate once, in a freshly shuffled order, so a burst of load from another process hits all
 candidates of that round about equally; ratios are then taken per round (paired) as well as of medians. Rounds hit by
@@ -6,11 +6,17 @@ a burst much longer than the round itself can be discarded and re-run (`burst_fa
 """
 
 import ctypes
+import os
+import platform
 import random
 import re
 import statistics
 import time
 from collections.abc import Callable
+
+import torch
+
+from modeling_mobileclip.atomic import atomic_path, write_json
 
 
 def interleaved(candidates: dict[str, Callable[[], object]], rounds: int, warmup: int = 1, seed: int = 0,
@@ -122,4 +128,34 @@ def peak_rss_delta_mb(fn: Callable[[], object]) -> float | None:
         return None
 
 
-__all__ = ["interleaved", "peak_rss_delta_mb", "ratios", "summarize"]
+def memory_probe(device: str) -> Callable[[Callable[[], object]], float | None]:
+    """Per-call peak memory in MiB: `peak_rss_delta_mb` on CPU, the allocator's peak on CUDA."""
+    if device != "cuda":
+        return peak_rss_delta_mb
+
+    def cuda_peak(fn):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        fn()
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - before) / 2**20
+
+    return cuda_peak
+
+
+def device_name(device: str) -> str:
+    if device == "cuda":
+        return torch.cuda.get_device_name()
+    return f"cpu ({os.cpu_count()} cores, {platform.processor() or platform.machine()})"
+
+
+def write_results(result: dict, table: str, out: str) -> None:
+    """Prints the markdown table; writes the JSON to `out` and the table next to it (`.md`), each atomically."""
+    print("\n" + table)
+    write_json(out, result)
+    with atomic_path(os.path.splitext(out)[0] + ".md") as tmp, open(tmp, "w") as f:
+        f.write(table + "\n")
+
+
+__all__ = ["device_name", "interleaved", "memory_probe", "peak_rss_delta_mb", "ratios", "summarize", "write_results"]

@@ -16,11 +16,13 @@ converted from its state dict with `convert_checkpoint`, and timm's tower loads 
 interleaved (`harness.interleaved`): medians, IQR, min-max, and per-round (paired) ratios to our re-parameterised
 eager model; rounds slower than 1.5x the fastest round (another process took the CPU) are discarded and re-run. Peak
 memory is the resident-set high-water mark during one call (`harness.peak_rss_delta_mb`; on CUDA,
-`torch.cuda.max_memory_allocated`).
+`torch.cuda.max_memory_allocated`). The goals are judged and the table written by `latency_report`.
 
-    python benchmarks/latency.py --variants mobileclip-s2 mobileclip-s0 --batch-sizes 1 16 [--compile]
-    python benchmarks/latency.py --variants mobileclip-s2 --update   # re-run one variant of the saved results
-    python benchmarks/latency.py --smoke --output /tmp/latency.json   # tiny models, 2 rounds, CI
+Run from the repository root, as a module:
+
+    python -m benchmarks.latency --variants mobileclip-s2 mobileclip-s0 --batch-sizes 1 16 [--compile]
+    python -m benchmarks.latency --variants mobileclip-s2 --update   # re-run one variant of the saved results
+    python -m benchmarks.latency --smoke --output /tmp/latency.json   # tiny models, 2 rounds, CI
 """
 
 import argparse
@@ -39,43 +41,26 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # harness.py, when run as a script from anywhere
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the package, when not installed
-
-from harness import interleaved, peak_rss_delta_mb, ratios, summarize  # noqa: E402
-
-from modeling_mobileclip.configuration_mobileclip import (  # noqa: E402
-    VARIANTS,
-    MobileCLIPConfig,
-    MobileCLIPTextConfig,
-    MobileCLIPVisionConfig,
-)
-from modeling_mobileclip.convert import APPLE_REFERENCE, OPEN_CLIP_REFERENCE, convert_checkpoint  # noqa: E402
-from modeling_mobileclip.export import (  # noqa: E402
-    ImageEncoder,
-    TextEncoder,
-    example_input_ids,
-    example_pixel_values,
-    export_onnx,
-    export_onnx_int8,
-    ort_session,
-)
-from modeling_mobileclip.inference import optimize_for_inference  # noqa: E402
-from modeling_mobileclip.modeling_mobileclip import MobileCLIPModel  # noqa: E402
+from benchmarks.harness import interleaved, memory_probe, ratios, summarize, write_results
+from benchmarks.latency_report import OURS_REPARAM, YARDSTICK, evaluate_goals, markdown
+from modeling_mobileclip.configuration_mobileclip import VARIANTS, MobileCLIPConfig
+from modeling_mobileclip.convert import APPLE_REFERENCE, OPEN_CLIP_REFERENCE, convert_checkpoint
+from modeling_mobileclip.example_inputs import example_input_ids, example_pixel_values
+from modeling_mobileclip.export import ImageEncoder, TextEncoder, export_onnx, export_onnx_int8, ort_session
+from modeling_mobileclip.inference import optimize_for_inference
+from modeling_mobileclip.modeling_mobileclip import MobileCLIPModel
+from modeling_mobileclip.testing_utils import randomize_, tiny_config
 
 DEFAULT_VARIANTS = ["mobileclip-s0", "mobileclip-s1", "mobileclip-s2", "mobileclip-b", "mobileclip2-s0",
                     "mobileclip2-s2", "mobileclip2-b"]
-SMOKE_VARIANTS = ["tiny-mci-mct", "tiny-vit"]
+# `--smoke` models, with every block type: MCi + MCt, and ViT + causal transformer; 77 tokens, as released models.
+SMOKE_CONFIGS = {
+    "tiny-mci-mct": dict(text_tower="mct", context_length=77),
+    "tiny-vit": dict(architecture="vit_large_patch14_clip_224", causal=True, context_length=77),
+}
+SMOKE_VARIANTS = list(SMOKE_CONFIGS)
 TOWERS = ("image", "text", "model")
-OURS_REPARAM = "ours reparam"
-YARDSTICK = "HF CLIP ViT-B/16"
-# Candidates that are other implementations of the same variant (the yardstick is a different model).
-REFERENCES = ("apple reparam", "open_clip as built", "open_clip reparam", "timm reparam")
-OURS_FAST = ("ours fast", "ours compile", "ours onnxruntime", "ours onnxruntime int8")
-OPEN_CLIP = ("open_clip as built", "open_clip reparam")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-GOAL_SPEEDUP_OVER_OPEN_CLIP = 1.5
-GOAL_SPEEDUP_OVER_VIT_B16 = 2.3
 
 
 @dataclass
@@ -90,38 +75,6 @@ class Candidate:
 
 def n_params(*modules: torch.nn.Module) -> int:
     return sum(p.numel() for m in modules for p in m.parameters())
-
-
-@torch.no_grad()
-def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Random BatchNorm statistics and layer scales, so that re-parameterisation is a real fusion (as in the tests)."""
-    generator = torch.Generator().manual_seed(seed)
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.copy_(torch.randn(module.num_features, generator=generator) * 0.2)
-            module.running_var.copy_(torch.rand(module.num_features, generator=generator) + 0.5)
-    for name, param in model.named_parameters():
-        if "layer_scale" in name or name.endswith(".gamma"):
-            param.copy_(torch.randn(param.shape, generator=generator) * 0.2)
-        elif name.endswith("projection_layer"):  # Apple leaves its text projection as torch.empty
-            param.copy_(torch.randn(param.shape, generator=generator) * param.shape[0] ** -0.5)
-    return model.eval()
-
-
-def tiny_config(name: str) -> MobileCLIPConfig:
-    """Tiny configs for `--smoke`, with every block type: MCi + MCt (`tiny-mci-mct`) or ViT + transformer (`tiny-vit`),
-    as `tests/conftest.py` builds them."""
-    is_vit = name == "tiny-vit"
-    text = MobileCLIPTextConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                                projection_dim=24, text_tower="transformer" if is_vit else "mct",
-                                use_causal_mask=is_vit)
-    if is_vit:
-        vision = MobileCLIPVisionConfig(architecture="vit_large_patch14_clip_224", image_size=28, projection_dim=24,
-                                        model_args={"embed_dim": 32, "depth": 2, "num_heads": 2})
-    else:
-        vision = MobileCLIPVisionConfig(architecture="fastvit_mci0", image_size=64, projection_dim=24,
-                                        model_args={"layers": [1, 1, 1, 1], "embed_dims": [16, 16, 32, 64]})
-    return MobileCLIPConfig(text_config=text, vision_config=vision, projection_dim=24)
 
 
 def clip_vit_b16(smoke: bool):
@@ -162,7 +115,7 @@ def build_models(variant: str, smoke: bool) -> tuple[dict, dict]:
     """Our model (train-time and fused) and the importable references of one variant; and notes for the report."""
     models, notes = {}, {}
     if smoke:
-        ours = randomize_(MobileCLIPModel(tiny_config(variant)))
+        ours = randomize_(MobileCLIPModel(tiny_config(**SMOKE_CONFIGS[variant])))
         notes["references"] = "smoke: Apple and open_clip references are full-size only and skipped"
     else:
         try:
@@ -206,11 +159,9 @@ def build_models(variant: str, smoke: bool) -> tuple[dict, dict]:
 
 def make_inputs(config: MobileCLIPConfig, batch: int, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """Images in [0, 1] and full-length token sequences (start token, random ids, end token last)."""
-    generator = torch.Generator().manual_seed(batch)
-    size, text = config.vision_config.image_size, config.text_config
-    pixel_values = torch.rand(batch, 3, size, size, generator=generator)
-    input_ids = torch.randint(1, text.eos_token_id - 1, (batch, text.max_position_embeddings), generator=generator)
-    input_ids[:, 0], input_ids[:, -1] = text.bos_token_id, text.eos_token_id
+    pixel_values = example_pixel_values(config.vision_config, batch, seed=batch)
+    length = config.text_config.max_position_embeddings
+    input_ids = example_input_ids(config.text_config, batch, seed=batch, ends=[length - 1] * batch)
     return pixel_values.to(device, dtype), input_ids.to(device)
 
 
@@ -325,22 +276,6 @@ def parity(models: dict, variant: str, device, dtype) -> dict[str, float]:
 # Running
 
 
-def memory_probe(device: str):
-    """Per-call peak memory in MiB: RSS high-water mark on CPU, allocator peak on CUDA."""
-    if device != "cuda":
-        return peak_rss_delta_mb
-
-    def cuda_peak(fn):
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        before = torch.cuda.memory_allocated()
-        fn()
-        torch.cuda.synchronize()
-        return (torch.cuda.max_memory_allocated() - before) / 2**20
-
-    return cuda_peak
-
-
 def run_group(candidates: dict[str, Candidate], rounds: int, args) -> dict:
     fns = {name: c.fn for name, c in candidates.items()}
     sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
@@ -411,100 +346,6 @@ def benchmark_variant(variant: str, clip_model, args) -> dict:
     del models
     gc.collect()
     return result
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Goals and report
-
-
-def _ratio(group: dict, slow: str, fast: str) -> float | None:
-    """Paired speed-up of `fast` over `slow` (>1: `fast` is faster), from the per-round times."""
-    cands = group["candidates"]
-    if slow not in cands or fast not in cands:
-        return None
-    pairs = [s / f for s, f in zip(cands[slow]["times_ms"], cands[fast]["times_ms"])]
-    pairs.sort()
-    mid = len(pairs) // 2
-    return pairs[mid] if len(pairs) % 2 else (pairs[mid - 1] + pairs[mid]) / 2
-
-
-def _fastest(group: dict, names) -> str | None:
-    present = [n for n in names if n in group["candidates"]]
-    return min(present, key=lambda n: group["candidates"][n]["median_ms"]) if present else None
-
-
-def evaluate_goals(results: dict) -> list[dict]:
-    """The issue's goals, each with the measured paired speed-up and whether it is met."""
-    goals = []
-
-    def add(goal, group, ours, versus, target, **where):
-        if ours and versus and versus in group["candidates"]:
-            goals.append(dict(goal=goal, **where, ours=ours, versus=versus, target=target,
-                              speedup=_ratio(group, versus, ours)))
-
-    for variant, result in results.items():
-        for batch_key, groups in result.items():
-            if not batch_key.startswith("batch_"):
-                continue
-            for tower, group in groups.items():
-                where = dict(variant=variant, batch=batch_key, tower=tower)
-                fast = _fastest(group, OURS_FAST)
-                add("ours reparam eager no slower than the fastest reference", group, OURS_REPARAM,
-                    _fastest(group, REFERENCES), 1.0, **where)
-                if variant == "mobileclip-s2" and batch_key == "batch_1":
-                    goal = f"ours fastest >= {GOAL_SPEEDUP_OVER_OPEN_CLIP}x open_clip's fastest S2"
-                    add(goal, group, fast, _fastest(group, OPEN_CLIP), GOAL_SPEEDUP_OVER_OPEN_CLIP, **where)
-                if variant in ("mobileclip-s2", "mobileclip2-s2") and tower == "model":
-                    goal = f"S2 >= {GOAL_SPEEDUP_OVER_VIT_B16}x CLIP ViT-B/16, images + texts"
-                    for ours in (OURS_REPARAM, fast):
-                        add(goal, group, ours, YARDSTICK, GOAL_SPEEDUP_OVER_VIT_B16, **where)
-    for goal in goals:
-        goal["met"] = goal["speedup"] >= goal["target"]
-    return goals
-
-
-def _cell(stats: dict | None) -> str:
-    if stats is None:
-        return ""
-    return (f"{stats['median_ms']:.1f} [{stats['q1_ms']:.0f}–{stats['q3_ms']:.0f}] "
-            f"({stats['min_ms']:.0f}–{stats['max_ms']:.0f})")
-
-
-def markdown(results: dict, goals: list[dict], meta: dict) -> str:
-    lines = [f"Device: {meta['device']} ({meta['dtype']}), {meta['threads']} threads, torch {meta['torch']}. "
-             "Cells: median ms [IQR] (min–max); ×: paired time ratio to `ours reparam` (>1 = slower than ours); "
-             "params and peak memory per tower, in column order."]
-    for variant, result in results.items():
-        for batch_key, groups in result.items():
-            if not batch_key.startswith("batch_"):
-                continue
-            towers = list(groups)
-            names = list(dict.fromkeys(n for g in groups.values() for n in g["candidates"]))
-            lines += ["", f"### {variant}, {batch_key.replace('_', ' ')}", "",
-                      "| candidate | params (M) | " + " | ".join(f"{t} ms | {t} ×" for t in towers)
-                      + " | peak Δ MiB |",
-                      "|---|---|" + "---|---|" * len(towers) + "---|"]
-            for name in names:
-                cells, params, peaks = [], [], []
-                for tower in towers:
-                    stats = groups[tower]["candidates"].get(name)
-                    ratio = groups[tower].get("ratios_vs_ours_reparam", {}).get(name)
-                    cells += [_cell(stats), f"{ratio['paired']:.2f}" if ratio and stats else ""]
-                    peak = stats and stats["peak_mem_delta_mb"]
-                    params.append(f"{stats['params_m']:.1f}" if stats else "–")
-                    peaks.append("–" if peak is None else f"{peak:.0f}")
-                lines.append(f"| {name} | {'/'.join(params)} | " + " | ".join(cells) + f" | {'/'.join(peaks)} |")
-            lines += ["", "Rounds kept (discarded as bursts), 1-min load average before–after: " + "; ".join(
-                f"{t} {len(next(iter(g['candidates'].values()))['times_ms'])} ({g['rounds_discarded_as_bursts']}), "
-                f"{g['load_average_1min'][0]:.1f}–{g['load_average_1min'][1]:.1f}" for t, g in groups.items())]
-    if goals:
-        lines += ["", "### Goals (paired speed-ups)", "",
-                  "| goal | variant | batch | tower | ours | vs | speed-up | met |", "|---" * 8 + "|"]
-        for g in goals:
-            speedup = "n/a" if g["speedup"] is None else f"{g['speedup']:.2f}×"
-            lines.append(f"| {g['goal']} | {g['variant']} | {g['batch'].removeprefix('batch_')} | {g['tower']} | "
-                         f"{g.get('ours', OURS_REPARAM)} | {g['versus']} | {speedup} | {'yes' if g['met'] else 'NO'} |")
-    return "\n".join(lines)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -585,13 +426,10 @@ def main(argv: list[str] | None = None) -> dict:
     goals = evaluate_goals(results)
     report = dict(meta=meta, results=results, goals=goals)
     table = markdown(results, goals, meta)
-    print(table)
     if args.output:
-        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-        with open(args.output, "w") as f:
-            json.dump(report, f, indent=1)
-        with open(os.path.splitext(args.output)[0] + ".md", "w") as f:
-            f.write(table + "\n")
+        write_results(report, table, args.output)
+    else:
+        print(table)
     return report
 
 
@@ -599,4 +437,4 @@ if __name__ == "__main__":
     main()
 
 
-__all__ = ["build_candidates", "build_models", "evaluate_goals", "main", "markdown", "tiny_config"]
+__all__ = ["SMOKE_CONFIGS", "build_candidates", "build_models", "main"]

@@ -9,6 +9,7 @@ The int8 image encoder is calibrated on training images, never on the evaluated 
 """
 
 import argparse
+import copy
 import os
 import platform
 import tempfile
@@ -17,8 +18,8 @@ import datasets
 import torch
 import torch.nn.functional as F
 
-from benchmarks.common import write_results
-from modeling_mobileclip import MobileCLIPModel, MobileCLIPProcessor
+from benchmarks.harness import write_results
+from modeling_mobileclip import MobileCLIPModel, load_model_and_processor
 from modeling_mobileclip.export import export_onnx_int8, ort_session
 from modeling_mobileclip.inference import native_bfloat16, optimize_for_inference
 from train.evaluate import zero_shot_metrics
@@ -34,8 +35,8 @@ def embed_images(fn, pixel_values: torch.Tensor, batch_size: int = 64) -> torch.
 
 def paths(model: MobileCLIPModel, int8_dir: str) -> dict:
     """Inference path -> (image fn, text fn), all on the same weights."""
+    bf16 = optimize_for_inference(copy.deepcopy(model), dtype=torch.bfloat16)
     fp32 = optimize_for_inference(model, dtype=torch.float32)
-    bf16 = optimize_for_inference(MobileCLIPModel.from_pretrained(model.name_or_path), dtype=torch.bfloat16)
     image8 = ort_session(os.path.join(int8_dir, "image_encoder.onnx"))
     text8 = ort_session(os.path.join(int8_dir, "text_encoder.onnx"))
     return {
@@ -51,8 +52,8 @@ def paths(model: MobileCLIPModel, int8_dir: str) -> dict:
 
 @torch.no_grad()
 def measure(args) -> dict:
-    model = MobileCLIPModel.from_pretrained(args.model, dtype=torch.float32).eval()
-    processor = MobileCLIPProcessor.from_pretrained(args.model)
+    model, processor = load_model_and_processor(args.model)
+    model = model.float().eval()
     test = datasets.load_dataset("parquet", data_files=args.data, split="train")
     test = test.select(range(min(args.max_samples, len(test))))
     class_names = test.features["label"].names
@@ -122,9 +123,7 @@ def parse_args(argv=None):
 def main(argv=None) -> dict:
     args = parse_args(argv)
     report = measure(args)
-    table = markdown(report)
-    print(table)
-    write_results(report, table, args.output)
+    write_results(report, markdown(report), args.output)
     return report
 
 

@@ -1,4 +1,4 @@
-"""The latency benchmark's smoke mode runs end to end and writes the documented JSON, so the script cannot rot."""
+"""The benchmarks' smoke modes run end to end and write the documented JSON, so the scripts cannot rot."""
 
 import json
 import subprocess
@@ -7,16 +7,22 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "latency.py"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _module(name: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """`python -m benchmarks.<name>` from the repository root, as the README runs it (a subprocess: the benchmarks set
+    torch's thread count)."""
+    run = subprocess.run([sys.executable, "-m", f"benchmarks.{name}", *args], capture_output=True, text=True,
+                         timeout=timeout, cwd=REPO)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return run
 
 
 def test_latency_smoke(tmp_path):
     pytest.importorskip("onnxruntime")
     output = tmp_path / "latency.json"
-    # A subprocess, as the script is run: it sets torch's thread count and imports from its own folder.
-    run = subprocess.run([sys.executable, str(SCRIPT), "--smoke", "--output", str(output)], capture_output=True,
-                         text=True, timeout=300)
-    assert run.returncode == 0, run.stderr[-3000:]
+    run = _module("latency", "--smoke", "--output", str(output), timeout=300)
     report = json.loads(output.read_text())
     assert {"meta", "results", "goals"} <= report.keys()
     assert report["meta"]["smoke"] is True
@@ -41,7 +47,7 @@ def test_latency_smoke(tmp_path):
 
 
 def _run(script: str, *args: str) -> subprocess.CompletedProcess:
-    run = subprocess.run([sys.executable, str(SCRIPT.parent / script), *args], capture_output=True, text=True,
+    run = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), *args], capture_output=True, text=True,
                          timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     return run
@@ -55,8 +61,7 @@ def _tiny_model(folder: Path) -> str:
         MobileCLIPProcessor,
         MobileCLIPTokenizer,
     )
-
-    from conftest import tiny_config
+    from modeling_mobileclip.testing_utils import tiny_config
 
     config = tiny_config()
     size, context_length = config.vision_config.image_size, config.text_config.max_position_embeddings
@@ -99,10 +104,8 @@ def test_reinforce_throughput_smoke(tmp_path):
 def test_precision_smoke(tmp_path):
     """bf16 and int8 against float32 on the demo's committed teacher and real test images (a few of them)."""
     out = tmp_path / "precision.json"
-    run = subprocess.run([sys.executable, "-m", "benchmarks.precision", "--max-samples", "40", "--num-calibration",
-                          "16", "--min-cosine", "0.9", "--output", str(out)], capture_output=True, text=True,
-                         timeout=600, cwd=SCRIPT.parents[1])
-    assert run.returncode == 0, run.stderr[-3000:]
+    run = _module("precision", "--max-samples", "40", "--num-calibration", "16", "--min-cosine", "0.9", "--output",
+                  str(out))
     results = json.loads(out.read_text())["results"]
     assert list(results) == ["float32 eager", "bfloat16 eager (optimize_for_inference)", "int8 onnxruntime"]
     assert results["float32 eager"]["agreement_with_float32"] == 1.0
