@@ -232,5 +232,42 @@ def test_int8_export_refuses_what_it_cannot_check(tmp_path, capsys):
     with pytest.raises(ValueError, match="int8 image_encoder.onnx differs from float32"):
         export_module.export_onnx_int8(model, str(tmp_path / "strict"), pixel_values=pixel_values,
                                        input_ids=text_inputs(4, 77), min_cosine=1.0001, exporter="torchscript")
-    assert not (tmp_path / "strict" / "image_encoder.onnx").exists()
-    assert not (tmp_path / "strict" / "export_config.json").exists()
+    assert os.listdir(tmp_path / "strict") == [], "nothing, not even a temporary, is left"
+
+
+def test_load_model_dispatches_through_the_auto_classes(tmp_path):
+    """A saved full model and each saved tower load as their own class; the towers export what they have."""
+    from modeling_mobileclip import MobileCLIPTextModelWithProjection, MobileCLIPVisionModelWithProjection, load_model
+
+    config = tiny_config()
+    for name, model in (("full", MobileCLIPModel(config)),
+                        ("image", MobileCLIPVisionModelWithProjection(config.vision_config)),
+                        ("text", MobileCLIPTextModelWithProjection(config.text_config))):
+        model.save_pretrained(tmp_path / name)
+        loaded = load_model(str(tmp_path / name), mobileclip_only=True)
+        assert type(loaded) is type(model)
+        towers = export_module.encoders(loaded)
+        assert set(towers) == {"full": {"image_encoder", "text_encoder"}, "image": {"image_encoder"},
+                               "text": {"text_encoder"}}[name]
+        for tower in towers.values():
+            example = tower.example(3, seed=1)
+            assert len(example) == 3 and torch.equal(example, tower.example(3, seed=1))
+            assert tower.module(example).shape == (3, config.projection_dim)
+
+
+def test_preprocessing_is_read_from_the_saved_processor(tmp_path):
+    """`export_config.json` states what the folder's image processor does, through `image_preprocessing`."""
+    from modeling_mobileclip import MobileCLIPImageProcessor, image_preprocessing, saved_image_processor
+
+    model = MobileCLIPModel(tiny_config())
+    model.save_pretrained(tmp_path)
+    assert saved_image_processor(model, str(tmp_path)) == (None, None)  # no processor saved, no variant
+    processor = MobileCLIPImageProcessor.from_variant("mobileclip2-l14")  # OpenAI mean/std, bicubic
+    processor.save_pretrained(tmp_path)
+    loaded, source = saved_image_processor(model, str(tmp_path))
+    assert source == "saved processor"
+    assert image_preprocessing(loaded) == image_preprocessing(processor)
+    info = export_module.preprocessing_info(model, str(tmp_path))
+    assert info["image_mean"] == list(processor.image_mean) and info["resample"] == 3
+    assert image_preprocessing(MobileCLIPImageProcessor.from_variant("mobileclip-s2")) == dict(
+        image_size=256, image_mean=None, image_std=None, rescale_factor=1 / 255, resample=2)

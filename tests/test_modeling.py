@@ -225,6 +225,23 @@ def test_variant_table_builds_every_released_config():
         assert (config.text_config.text_tower == "mct") == (name == "mobileclip-s0")
     assert MobileCLIPConfig.from_variant("mobileclip-b").vision_config.stem_padding == 1
     assert MobileCLIPConfig.from_variant("mobileclip2-b").vision_config.stem_padding is None
+    from modeling_mobileclip import normalize_variant
+
+    assert normalize_variant("MobileCLIP2_L14") == "mobileclip2-l14" in VARIANTS
+    assert MobileCLIPConfig.from_variant("MobileCLIP_S2").variant == "mobileclip-s2"
+
+
+def test_example_input_ids_are_shaped_like_the_tokenizers():
+    from modeling_mobileclip.example_inputs import example_input_ids
+
+    text_config = tiny_config(context_length=16).text_config
+    ids = example_input_ids(text_config, batch=5, seed=3)
+    assert ids.shape == (5, 16) and (ids[:, 0] == text_config.bos_token_id).all()
+    for row in ids:
+        end = int((row == text_config.eos_token_id).nonzero())  # exactly one end token, then padding only
+        assert 2 <= end < 16 and (row[end + 1 :] == 0).all() and (row[1:end] < text_config.eos_token_id - 1).all()
+    full = example_input_ids(text_config, batch=2, ends=[15, 15])
+    assert (full[:, -1] == text_config.eos_token_id).all() and (full[:, 1:-1] > 0).all()
 
 
 def test_vision_tower_alone_gradient_checkpointing():
