@@ -197,13 +197,15 @@ def test_16_bit_pil_image_is_scaled(processor, mode):
 
 
 def test_16_bit_png_in_training_and_dataset_builder_decoding():
-    from dataset_builder.samples import decode_image as builder_decode
+    from dataset_builder.samples import stored_image_bytes
+    from dataset_builder.schema import decode_image as builder_decode
     from train.data import decode_image as train_decode
 
     values = sixteen_bit_values(seed=1)
     data, expected = png_16bit(values), np.asarray(eight_bit_rgb(values))
     np.testing.assert_array_equal(np.asarray(train_decode({"bytes": data, "path": None})), expected)
-    rgb, stored = builder_decode(data)
+    rgb = builder_decode(data)
+    stored = stored_image_bytes(data, rgb)
     np.testing.assert_array_equal(np.asarray(rgb), expected)
     # Stored re-encoded as the 8-bit image the teachers saw: a reader's convert("RGB") would clip the original.
     reread = PIL.Image.open(io.BytesIO(stored))
@@ -213,7 +215,7 @@ def test_16_bit_png_in_training_and_dataset_builder_decoding():
 
 @pytest.mark.parametrize("mode", ["I", "F"])
 def test_32_bit_modes_are_refused_everywhere(processor, mode):
-    from dataset_builder.samples import decode_image as builder_decode
+    from dataset_builder.schema import decode_image as builder_decode
     from train.data import decode_image as train_decode
 
     image = PIL.Image.fromarray(np.full((8, 8), 70000, dtype=np.int32 if mode == "I" else np.float32))
