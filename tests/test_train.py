@@ -231,8 +231,10 @@ def launch(config_path: str, *overrides: str, kill_at_micro_batch: int | None = 
     script = os.path.join(REPO, "train", "train.py")
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
            "PYTHONPATH": REPO,
-           # One compute thread per process: two processes on a machine of two cores (and torchrun's default).
-           "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+           # One compute thread per process whatever the caller's environment: two processes on two cores.
+           "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+           # A native crash (SIGSEGV) prints every thread's Python stack into the log the assertion shows.
+           "PYTHONFAULTHANDLER": "1"}
     if kill_at_micro_batch:
         script = os.path.join(os.path.dirname(config_path), "killed_at.py")
         with open(script, "w") as f:

@@ -89,7 +89,7 @@ class TrainConfig:
     (https://arxiv.org/abs/2311.17049, Appendix; apple/ml-mobileclip `training/configs/run_datacompdr12m.sh`).
 
     `@strict` (huggingface_hub, as transformers' configs) checks every value against its annotation, at construction
-    and on assignment; `validate_values` then checks the values themselves, reporting every bad key at once.
+    and on assignment; `validate_values` then checks the values themselves, reporting every bad value at once.
     """
 
     # Model and data
