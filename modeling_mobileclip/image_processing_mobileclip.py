@@ -31,17 +31,24 @@ MAX_RESIZED_PIXELS = 1 << 22
 
 
 def check_images(images) -> None:
-    """Raises a clear error for an empty list or anything that is not an image, a path/URL, or a list of them."""
+    """Raises a clear error for an empty list, a list holding no image at all, or anything that is not an image, a
+    path/URL, or a (nested) list of them. Inner lists may be empty (`[[], [image]]`: a sample without an image, as
+    multimodal processors batch them); the images are then flattened, as transformers does."""
+    if isinstance(images, (list, tuple)) and len(images) == 0:
+        raise ValueError("`images` is an empty list: pass at least one image.")
+    if _count_images(images) == 0:
+        raise ValueError("`images` holds only empty lists: pass at least one image.")
+
+
+def _count_images(images) -> int:
     if isinstance(images, (list, tuple)):
-        if len(images) == 0:
-            raise ValueError("`images` is an empty list: pass at least one image.")
-        for image in images:
-            check_images(image)
-    elif not (is_valid_image(images) or isinstance(images, str)):
+        return sum(_count_images(image) for image in images)
+    if not (is_valid_image(images) or isinstance(images, str)):
         raise TypeError(
             "Images must be PIL images, NumPy arrays, torch tensors, file paths or URLs (or a list of them), "
             f"got {type(images).__name__}."
         )
+    return 1
 
 
 def to_8bit(image: PIL.Image.Image) -> PIL.Image.Image:
@@ -130,6 +137,40 @@ def _check_array(image) -> None:
         raise ValueError("Image contains NaN or infinite values.")
 
 
+def crop_region_box(height: int, width: int, size, resample, crop_size) -> tuple[float, ...] | None:
+    """The source region (PIL's `box`) of the centre crop of the shortest-edge resize of a `height` x `width`
+    image, when the whole resized image would exceed `MAX_RESIZED_PIXELS`; `None` otherwise, and for settings other
+    than a shortest-edge resize with a PIL filter, when the whole image is resized."""
+    if not (size.shortest_edge and not size.longest_edge and isinstance(resample, (PILImageResampling, int))):
+        return None
+    new_height, new_width = get_resize_output_image_size(
+        np.empty((1, height, width), dtype=np.uint8), size.shortest_edge, default_to_square=False,
+        input_data_format=ChannelDimension.FIRST,
+    )
+    if (new_height * new_width <= MAX_RESIZED_PIXELS or new_height < crop_size.height
+            or new_width < crop_size.width):
+        return None
+    # The crop box of `center_crop`, mapped back to source pixels.
+    top = round((new_height - crop_size.height) / 2)
+    left = round((new_width - crop_size.width) / 2)
+    y_scale, x_scale = height / new_height, width / new_width
+    return (left * x_scale, top * y_scale, min(width, (left + crop_size.width) * x_scale),
+            min(height, (top + crop_size.height) * y_scale))
+
+
+def resize_crop_region(image: np.ndarray, size, resample, crop_size) -> np.ndarray | None:
+    """The centre crop of the shortest-edge resize of a channel-first `image`, computed by resizing only the crop's
+    region of the source (`crop_region_box`) with PIL; `None` when the whole image is to be resized. Agrees with the
+    full resize to within a few levels: the filter reads the same source pixels."""
+    box = crop_region_box(*image.shape[-2:], size, resample, crop_size)
+    if box is None:
+        return None
+    rescaled = _rescale_for_pil_conversion(image)  # float input in [0, 1], as transformers' resize
+    pil = to_pil_image(image, do_rescale=rescaled, input_data_format=ChannelDimension.FIRST)
+    crop = np.array(pil.resize((crop_size.width, crop_size.height), resample=resample, box=box))
+    crop = np.moveaxis(crop[..., None] if crop.ndim == 2 else crop, -1, 0)
+    return np_rescale(crop, 1 / 255) if rescaled else crop
+
 class MobileCLIPImageProcessor(CLIPImageProcessorPil):
     r"""Image processor of the MobileCLIP and MobileCLIP2 checkpoints.
 
@@ -215,25 +256,10 @@ class MobileCLIPImageProcessor(CLIPImageProcessorPil):
 
     def _resize_and_center_crop(self, image: np.ndarray, size, resample, crop_size) -> np.ndarray:
         """`center_crop(resize(image))`; when the resized image would exceed `MAX_RESIZED_PIXELS`, only the crop's
-        region of the source is resized (PIL's `box`), which agrees with the full resize to within a few levels."""
-        height, width = image.shape[-2:]
-        if size.shortest_edge and not size.longest_edge and isinstance(resample, (PILImageResampling, int)):
-            new_height, new_width = get_resize_output_image_size(
-                image, size.shortest_edge, default_to_square=False, input_data_format=ChannelDimension.FIRST
-            )
-            if (new_height * new_width > MAX_RESIZED_PIXELS and new_height >= crop_size.height
-                    and new_width >= crop_size.width):
-                # The crop box of `center_crop`, mapped back to source pixels.
-                top = round((new_height - crop_size.height) / 2)
-                left = round((new_width - crop_size.width) / 2)
-                y_scale, x_scale = height / new_height, width / new_width
-                box = (left * x_scale, top * y_scale, min(width, (left + crop_size.width) * x_scale),
-                       min(height, (top + crop_size.height) * y_scale))
-                rescaled = _rescale_for_pil_conversion(image)  # float input in [0, 1], as transformers' resize
-                pil = to_pil_image(image, do_rescale=rescaled, input_data_format=ChannelDimension.FIRST)
-                crop = np.array(pil.resize((crop_size.width, crop_size.height), resample=resample, box=box))
-                crop = np.moveaxis(crop[..., None] if crop.ndim == 2 else crop, -1, 0)
-                return np_rescale(crop, 1 / 255) if rescaled else crop
+        region of the source is resized (`resize_crop_region`)."""
+        crop = resize_crop_region(image, size, resample, crop_size)
+        if crop is not None:
+            return crop
         return self.center_crop(self.resize(image, size=size, resample=resample), crop_size)
 
     def center_crop(self, image, size, **kwargs):
@@ -247,4 +273,13 @@ class MobileCLIPImageProcessor(CLIPImageProcessorPil):
         return image[..., top : top + size.height, left : left + size.width]
 
 
-__all__ = ["MAX_RESIZED_PIXELS", "MobileCLIPImageProcessor", "check_images", "open_image", "to_8bit", "to_rgb"]
+__all__ = [
+    "MAX_RESIZED_PIXELS",
+    "MobileCLIPImageProcessor",
+    "check_images",
+    "crop_region_box",
+    "open_image",
+    "resize_crop_region",
+    "to_8bit",
+    "to_rgb",
+]

@@ -63,6 +63,16 @@ class MobileCLIPProcessor(ProcessorMixin):
             check_text(text)
         return super().__call__(images, text, *args, **kwargs)
 
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        # Saving with remote code sets `auto_map` on the processor itself (transformers' `custom_object_save`), and
+        # `to_dict` would then carry it: the processor after saving is the processor before (the file has auto_map).
+        had_auto_map = "auto_map" in self.__dict__
+        try:
+            return super().save_pretrained(save_directory, *args, **kwargs)
+        finally:
+            if not had_auto_map:
+                self.__dict__.pop("auto_map", None)
+
     @classmethod
     def _get_arguments_from_pretrained(cls, pretrained_model_name_or_path, processor_dict=None, **kwargs):
         # transformers resolves sub-processors through AutoImageProcessor / AutoTokenizer, which only know these classes

@@ -1,0 +1,65 @@
+"""transformers' own `ImageProcessingTestMixin` on `MobileCLIPImageProcessor` (PIL backend) and
+`MobileCLIPImageProcessorFast` (torchvision backend), vendored from the pinned transformers' sdist in
+`transformers_common/` (PROVENANCE.md), once with the defaults of MobileCLIP-S0/S1/S2 (256, bilinear, no mean/std)
+and once with those of MobileCLIP2-L-14 (224, bicubic, OpenAI mean/std). Every skip names its reason."""
+
+import os
+import unittest
+
+import pytest
+
+pytest.importorskip("parameterized", reason="transformers' test mixins need `parameterized` (the dev extra)")
+
+import transformers  # noqa: E402
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+with open(os.path.join(_HERE, "transformers_common", "VERSION")) as _f:
+    VENDORED_VERSION = _f.read().strip()
+if transformers.__version__ != VENDORED_VERSION:
+    pytest.skip(
+        f"vendored test mixins are transformers {VENDORED_VERSION}'s, installed is {transformers.__version__}: "
+        f"run `python tests/transformers_common/fetch.py --version {transformers.__version__}`",
+        allow_module_level=True,
+    )
+
+from transformers_common.test_image_processing_common import (  # noqa: E402
+    ImageProcessingTester,
+    ImageProcessingTestMixin,
+)
+
+from modeling_mobileclip import MobileCLIPImageProcessor, MobileCLIPImageProcessorFast  # noqa: E402
+from modeling_mobileclip.configuration_mobileclip import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD  # noqa: E402
+
+
+class MobileCLIPImageProcessingTester(ImageProcessingTester):
+    def __init__(self, parent, **kwargs):
+        kwargs.setdefault("do_resize", True)
+        kwargs.setdefault("size", {"shortest_edge": 20})
+        kwargs.setdefault("do_center_crop", True)
+        kwargs.setdefault("crop_size", {"height": 18, "width": 18})
+        kwargs.setdefault("do_normalize", False)
+        kwargs.setdefault("do_convert_rgb", True)
+        super().__init__(parent, **kwargs)
+
+    def _get_image_processing_classes(self):
+        # The mixin looks the classes up in transformers' own mapping by the test folder's name.
+        return {"pil": MobileCLIPImageProcessor, "torchvision": MobileCLIPImageProcessorFast}
+
+
+class MobileCLIPImageProcessingTest(ImageProcessingTestMixin, unittest.TestCase):
+    image_processor_tester_class = MobileCLIPImageProcessingTester
+    test_cast_dtype = True
+
+
+class OpenAINormalizedBicubicTester(MobileCLIPImageProcessingTester):
+    def __init__(self, parent, **kwargs):
+        kwargs.setdefault("resample", 3)  # bicubic
+        kwargs.setdefault("do_normalize", True)
+        kwargs.setdefault("image_mean", list(OPENAI_CLIP_MEAN))
+        kwargs.setdefault("image_std", list(OPENAI_CLIP_STD))
+        super().__init__(parent, **kwargs)
+
+
+class MobileCLIPImageProcessingOpenAITest(ImageProcessingTestMixin, unittest.TestCase):
+    image_processor_tester_class = OpenAINormalizedBicubicTester
+    test_cast_dtype = True
