@@ -50,7 +50,8 @@ def replay_views(image: Image.Image, params: Sequence[Any], views: Sequence[tupl
 class Teacher(ABC):
     """What the builder and train.py's online distillation need from a teacher: a frozen network, its preprocessing,
     and L2-normalised image and text embeddings. A subclass sets ``model`` and calls this ``__init__`` for the rest;
-    it implements ``_encode_image`` (normalised pixels) and ``_encode_text`` (strings).
+    it implements ``_encode_image`` (normalised pixels), ``_encode_text`` (strings) and, for captions tokenised
+    elsewhere (train.py's DataLoader workers), ``_encode_input_ids``.
 
     Attributes:
         model: The network, set by the subclass; the teacher runs on the device and in the dtype of its parameters.
