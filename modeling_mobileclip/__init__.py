@@ -42,7 +42,7 @@ for _config in (MobileCLIPConfig, MobileCLIPTextConfig, MobileCLIPVisionConfig):
     AutoConfig.register(_config.model_type, _config, exist_ok=True)
     AutoTokenizer.register(_config, tokenizer_class=MobileCLIPTokenizer, exist_ok=True)
     # PIL (bit-exact with Apple's and open_clip's transforms) and torchvision (the same transform on tensors, within
-    # 1/255 for bilinear, 4/255 for bicubic) backends; `backend="torchvision"` picks the latter.
+    # 1/255 for bilinear, 8/255 for bicubic) backends; `backend="torchvision"` picks the latter.
     AutoImageProcessor.register(
         _config,
         image_processor_classes={"pil": MobileCLIPImageProcessor, "torchvision": MobileCLIPImageProcessorFast},

@@ -3,10 +3,11 @@
 The same settings, checks and steps as the PIL processor (`image_processing_mobileclip.py`), computed with torchvision
 on tensors, on CPU or on a GPU (`device=`). torchvision's antialiased resize of 8-bit images is PIL's convolution
 resampling (the same filters, support and 8-bit rounding after each of the two passes); it differs from PIL only in
-its fixed-point weights and, with Pillow >= 13, which resizes some shapes vertically first, in the order of the two
-passes. Pixels before normalisation agree with the PIL processor's, hence with Apple's and open_clip's transforms, to
-within 1/255 for bilinear resizing (every MobileCLIP and MobileCLIP2 checkpoint but MobileCLIP2-L-14) and 4/255 for
-bicubic, with a mean difference under 0.5/255 (tests/test_processing.py). The centre crop is placed as torchvision's
+its fixed-point weights and, with Pillow >= 13, which resizes some shapes (tall images among them) vertically first,
+in the order of the two passes. Pixels before normalisation agree with the PIL processor's, hence with Apple's and
+open_clip's transforms, to within 1/255 for bilinear resizing (every MobileCLIP and MobileCLIP2 checkpoint but
+MobileCLIP2-L-14) and 8/255 for bicubic (a few levels on photographs), with a mean difference under 0.5/255
+(tests/test_image_processing_fast.py). The centre crop is placed as torchvision's
 `CenterCrop` places it, as in the PIL processor. For an extreme aspect ratio (the resized image above
 `MAX_RESIZED_PIXELS`, e.g. a 1x20000 image) only the crop's region of the source is resized, by PIL on the CPU
 (`resize_crop_region`, exactly the PIL processor's pixels): torchvision has no fractional source box.
@@ -46,7 +47,7 @@ class MobileCLIPImageProcessorFast(TorchvisionBackend):
 
     `AutoImageProcessor.from_pretrained(path, backend="torchvision")` (or the deprecated `use_fast=True`) returns it;
     without a backend MobileCLIP checkpoints load the PIL processor, which is bit-exact with the reference
-    transforms. Pixels agree with the PIL processor to within 1/255 (bilinear) or 4/255 (bicubic), see the module
+    transforms. Pixels agree with the PIL processor to within 1/255 (bilinear) or 8/255 (bicubic), see the module
     docstring; float inputs are brought to 8 bits before resizing exactly as the PIL processor brings them.
 
     Example:
