@@ -25,6 +25,12 @@ PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
 MOBILECLIP_CONFIGS = (MobileCLIPConfig, MobileCLIPTextConfig, MobileCLIPVisionConfig)
 
 
+def _variant_name(source: str) -> str | None:
+    """The variant `source` names (a local file or folder of that name is not one), else None."""
+    key = normalize_variant(source)
+    return key if key in VARIANTS and not os.path.exists(source) else None
+
+
 def _check_local_folder(source: str) -> None:
     if os.path.isdir(source):
         if not os.path.isfile(os.path.join(source, "config.json")):
@@ -41,7 +47,7 @@ def load_model(source: str, random_init: bool = False, mobileclip_only: bool = F
     without weights is an error, so that a missing file never silently turns into a randomly initialised model.
 
     Args:
-        source: a folder, a Hub id, or (with `random_init`) a name of `VARIANTS`.
+        source: a folder, a Hub id, or (with `random_init`) a name of `VARIANTS` (where no local folder has it).
         random_init: accept a source without weights and initialise the weights randomly.
         mobileclip_only: refuse, before loading any weights, a config that is not a MobileCLIP one (a full model or
             a single tower); otherwise any transformers CLIP-style model loads.
@@ -51,7 +57,7 @@ def load_model(source: str, random_init: bool = False, mobileclip_only: bool = F
         ValueError: a variant name without `random_init`, a folder without config.json, or (`mobileclip_only`)
             another model type.
     """
-    if normalize_variant(source) in VARIANTS:
+    if _variant_name(source):
         if not random_init:
             raise ValueError(f"{source!r} is a variant name, not a trained model: pass random_init=True "
                              "(--random-init) for a randomly initialised one, or a folder / Hub id with weights")
@@ -87,7 +93,7 @@ def load_processor(source: str, config):
     from .processing_mobileclip import MobileCLIPProcessor
     from .tokenization_mobileclip import MobileCLIPTokenizer
 
-    variant = normalize_variant(source) if normalize_variant(source) in VARIANTS else getattr(config, "variant", None)
+    variant = _variant_name(source) or getattr(config, "variant", None)
     if has_saved_processor(source) or (not os.path.isdir(source) and variant is None):
         processor = AutoProcessor.from_pretrained(source)
     elif variant is not None:

@@ -46,13 +46,6 @@ def test_latency_smoke(tmp_path):
     assert "| ours reparam |" in run.stdout
 
 
-def _run(script: str, *args: str) -> subprocess.CompletedProcess:
-    run = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), *args], capture_output=True, text=True,
-                         timeout=600)
-    assert run.returncode == 0, run.stderr[-3000:]
-    return run
-
-
 def _tiny_model(folder: Path) -> str:
     """A tiny model with its processor, saved: a train.py student and a dataset_builder `hf:` teacher."""
     from modeling_mobileclip import (
@@ -76,8 +69,8 @@ def _tiny_model(folder: Path) -> str:
 def test_train_throughput_smoke(tmp_path):
     model = _tiny_model(tmp_path / "tiny")
     out = tmp_path / "train.json"
-    run = _run("train_throughput.py", "--student", model, "--teacher", model, "--batch-size", "4", "--warmup", "1",
-               "--steps", "2", "--k", "2", "--n", "1", "--num-workers", "0", "--out", str(out))
+    run = _module("train_throughput", "--student", model, "--teacher", model, "--batch-size", "4", "--warmup", "1",
+                  "--steps", "2", "--k", "2", "--n", "1", "--num-workers", "0", "--out", str(out))
     result = json.loads(out.read_text())
     assert set(result["train"]) == set(result["data_per_worker"]) == {"reinforced", "clip", "online_distill"}
     for recipe, train in result["train"].items():
@@ -90,8 +83,8 @@ def test_train_throughput_smoke(tmp_path):
 def test_reinforce_throughput_smoke(tmp_path):
     model = _tiny_model(tmp_path / "tiny")
     out = tmp_path / "reinforce.json"
-    run = _run("reinforce_throughput.py", "--teachers", f"hf:{model}", f"hf:{model}", "--captioner", "none",
-               "--num-images", "2", "--k", "2", "--repeats", "1", "--num-workers", "0", "--out", str(out))
+    run = _module("reinforce_throughput", "--teachers", f"hf:{model}", f"hf:{model}", "--captioner", "none",
+                  "--num-images", "2", "--k", "2", "--repeats", "1", "--num-workers", "0", "--out", str(out))
     result = json.loads(out.read_text())
     stages = result["stages"]
     assert {"decode + augment", "write"} <= stages.keys() and len(stages) == 2 + 2 * 2  # images and texts per teacher

@@ -170,3 +170,14 @@ def test_class_retrieval_finds_any_candidate_of_the_class_against_enumeration():
             assert metrics[f"R@{k}"] == pytest.approx(brute_force_recall(similarity, is_own, k))
     with pytest.raises(ValueError, match="at least one candidate"):
         class_retrieval_metrics(torch.eye(2), torch.eye(2), torch.tensor([0, 2]), torch.tensor([0, 1]))
+
+
+def test_load_model_names_what_is_wrong_and_prefers_a_folder_to_a_variant(tmp_path, monkeypatch):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_model(str(tmp_path / "nope"))
+    with pytest.raises(ValueError, match="no config.json"):
+        load_model(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    MobileCLIPModel(tiny_config()).save_pretrained(tmp_path / "mobileclip-s0")
+    model = load_model("mobileclip-s0")  # the saved folder of that name, not the variant's random initialisation
+    assert model.config.text_config.max_position_embeddings == 16
