@@ -46,9 +46,34 @@ class MobileCLIPImageProcessingTester(ImageProcessingTester):
         return {"pil": MobileCLIPImageProcessor, "torchvision": MobileCLIPImageProcessorFast}
 
 
-class MobileCLIPImageProcessingTest(ImageProcessingTestMixin, unittest.TestCase):
-    image_processor_tester_class = MobileCLIPImageProcessingTester
+def _unwrapped(test):
+    """The mixin's test function under its decorators (`slow`, `require_*`), to run it where its needs are met."""
+    while hasattr(test, "__wrapped__"):
+        test = test.__wrapped__
+    return test
+
+
+class _MobileCLIPImageProcessingTests(ImageProcessingTestMixin):
     test_cast_dtype = True
+
+    def test_pil_can_run_without_torchvision(self):
+        self.skipTest(
+            "torchvision is a hard dependency of the package (setup.py; timm imports it at import time), so there is "
+            "no MobileCLIP install without it; the mixin's subprocess also loads the class by name alone, which a "
+            "remote-code class needs trust_remote_code for"
+        )
+
+    def test_can_compile_torchvision_backend(self):
+        # transformers marks it slow; it runs here wherever its accelerator is present.
+        import torch
+
+        if not torch.cuda.is_available():
+            self.skipTest("torch.compile of the torchvision backend runs on a CUDA device (the mixin's requirement)")
+        _unwrapped(ImageProcessingTestMixin.test_can_compile_torchvision_backend)(self)
+
+
+class MobileCLIPImageProcessingTest(_MobileCLIPImageProcessingTests, unittest.TestCase):
+    image_processor_tester_class = MobileCLIPImageProcessingTester
 
 
 class OpenAINormalizedBicubicTester(MobileCLIPImageProcessingTester):
@@ -60,6 +85,6 @@ class OpenAINormalizedBicubicTester(MobileCLIPImageProcessingTester):
         super().__init__(parent, **kwargs)
 
 
-class MobileCLIPImageProcessingOpenAITest(ImageProcessingTestMixin, unittest.TestCase):
+class MobileCLIPImageProcessingOpenAITest(_MobileCLIPImageProcessingTests, unittest.TestCase):
     image_processor_tester_class = OpenAINormalizedBicubicTester
-    test_cast_dtype = True
+

@@ -64,7 +64,15 @@ def main() -> None:
         "- `generation/test_utils.py`: an empty `GenerationTesterMixin` (MobileCLIP does not generate);",
         "- `utils/test_configuration_utils.py`: `config_common_kwargs`, non-default values of `PreTrainedConfig`'s "
         "common attributes;",
-        "- `_ci_utils/fetch_hub_objects_for_ci.py`: `url_to_local_path` returns the URL (the tests run offline).",
+        "- `_ci_utils/fetch_hub_objects_for_ci.py`: `url_to_local_path` maps an image URL to a real photograph shipped "
+        "with matplotlib (`mpl-data/sample_data/grace_hopper.jpg`) where matplotlib is installed, any other URL to "
+        "itself (the tests run offline).",
+        "",
+        "Run by `tests/test_transformers_mixins.py` (ModelTesterMixin, ConfigTester), "
+        "`tests/test_tokenizer_mixins.py` (TokenizerTesterMixin), `tests/test_image_processing_mixins.py` "
+        "(ImageProcessingTestMixin) and `tests/test_processor_mixins.py` (ProcessorTesterMixin). The mixins' Hub "
+        "fixtures are replaced there: the tokenizer is built from the BPE file shipped with the package and the "
+        "sample text of transformers' `tests/fixtures/sample_text.txt` (not in the sdist) is a short text of its own.",
         "",
     ]
     (HERE / "PROVENANCE.md").write_text("\n".join(lines))
