@@ -49,6 +49,8 @@ class MobileCLIPImageProcessorFast(TorchvisionBackend):
     without a backend MobileCLIP checkpoints load the PIL processor, which is bit-exact with the reference
     transforms. Pixels agree with the PIL processor to within 1/255 (bilinear) or 8/255 (bicubic), see the module
     docstring; float inputs are brought to 8 bits before resizing exactly as the PIL processor brings them.
+    One input is resized differently: a 4-channel image with `do_convert_rgb=False` (which no checkpoint takes) is
+    resized channel by channel here, while PIL resizes RGBA with premultiplied alpha.
 
     Example:
 

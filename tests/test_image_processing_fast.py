@@ -183,3 +183,23 @@ def test_pixel_parity_on_cuda(variant):
         _assert_close(pil, fast, _photo_like(height, width, seed), device="cuda", exact=True)
     out = fast([_photo_like(480, 640, 0)] * 2, return_tensors="pt", device="cuda")["pixel_values"]
     assert out.device.type == "cuda"
+
+
+def test_processor_backends(tmp_path):
+    from transformers import AutoProcessor
+
+    from modeling_mobileclip import MobileCLIPProcessor
+
+    MobileCLIPProcessor.from_variant("mobileclip2-s4").save_pretrained(tmp_path)
+    assert type(AutoProcessor.from_pretrained(tmp_path).image_processor) is MobileCLIPImageProcessor
+    fast = AutoProcessor.from_pretrained(tmp_path, backend="torchvision")
+    assert type(fast.image_processor) is MobileCLIPImageProcessorFast
+    assert type(MobileCLIPProcessor.from_pretrained(tmp_path, use_fast=True).image_processor) is type(
+        fast.image_processor)
+    image = _photo_like(300, 400, 0)
+    pil = AutoProcessor.from_pretrained(tmp_path)
+    diff = _levels(pil.image_processor, pil(images=image, return_tensors="pt")["pixel_values"][0],
+                   fast(images=image, return_tensors="pt")["pixel_values"][0])
+    assert diff.max() <= TOLERANCE["bilinear"] + 1e-3
+    with pytest.raises(ValueError, match="backends 'pil' and 'torchvision'"):
+        MobileCLIPProcessor.from_pretrained(tmp_path, backend="cv2")
