@@ -347,15 +347,18 @@ def _warn_corrupt(count: int, uid: str, error: Exception) -> None:
 
 
 def _embedding_value(column: pa.ChunkedArray) -> np.ndarray:
-    """The one cell of a 1-row column of embedding rows as a float32 `(rows, D)` array (empty: shape `(0,)`)."""
+    """The one cell of a 1-row column of embedding rows as a `(rows, D)` array of the stored dtype (empty: `(0,)`).
+
+    Kept in the stored dtype (float16): the transform converts only the rows it picks to float32.
+    """
     rows = column.combine_chunks().flatten()
-    values = rows.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
+    values = rows.flatten().to_numpy(zero_copy_only=False)
     return values.reshape(len(rows), -1) if len(rows) else values
 
 
 class ArrowRows:
-    """Rows of a `datasets.Dataset` read from its Arrow table: embedding columns as float32 arrays (what its numpy
-    format gives), the others as Python values (strings, lists, `{"bytes", "path"}` images).
+    """Rows of a `datasets.Dataset` read from its Arrow table: embedding columns as NumPy arrays, the others as
+    Python values (strings, lists, `{"bytes", "path"}` images), as its numpy format gives them.
 
     datasets' numpy formatter converts a K x D embedding one row of D at a time, which cost a third of a loader
     worker's time per sample; one flat Arrow-to-NumPy copy per column does not.
