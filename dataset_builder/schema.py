@@ -325,14 +325,14 @@ def records_to_table(records: Sequence[Record], features: Features) -> pa.Table:
 
 
 def records_from_table(table: pa.Table) -> list[Record]:
-    """The records of a shard's table (as ``records_to_table`` writes it); embeddings as ``(n, rows, D)`` arrays."""
+    """The records of a shard's table (as ``records_to_table`` writes it, or without the ``image`` column)."""
     n = table.num_rows
     embeddings = {c: table[c].combine_chunks().flatten().flatten().to_numpy(zero_copy_only=False).reshape(
         n, table.schema.field(c).type.list_size, -1) for c in (IMAGE_EMB, TEXT_EMB)}
     rows = table.drop_columns([IMAGE_EMB, TEXT_EMB]).to_pylist()
     return [Record(key=row[KEY], caption=row[CAPTION], syn_captions=list(row[SYN_CAPTIONS]),
                    aug_params=json.loads(row[AUG_PARAMS]), image_emb=embeddings[IMAGE_EMB][j],
-                   text_emb=embeddings[TEXT_EMB][j], image_bytes=(row[IMAGE] or {}).get("bytes"),
+                   text_emb=embeddings[TEXT_EMB][j], image_bytes=(row.get(IMAGE) or {}).get("bytes"),
                    image_ref=row.get(IMAGE_REF)) for j, row in enumerate(rows)]
 
 
