@@ -528,3 +528,22 @@ def test_missing_reinforced_columns_and_metadata_are_clear_errors(assets, tmp_pa
     json.dump({**meta, "embedding_dim": 12}, open(tmp_path / "bad" / "reinforcement.json", "w"))
     with pytest.raises(ValueError, match="do not sum to embedding_dim 12"):
         Reinforcement.load(str(tmp_path / "bad"))
+
+
+def test_tokenize_caches_each_caption_and_matches_the_tokenizer():
+    tokenizer = MobileCLIPTokenizer()
+    calls = []
+
+    class Counting:
+        def __call__(self, texts, **kwargs):
+            calls.append(list(texts))
+            return tokenizer(texts, **kwargs)
+
+    expected = tokenizer(["a cat", "a dog", "a cat", "IMG_2041.jpg"], padding="max_length", max_length=9,
+                         truncation=True, return_tensors="pt")["input_ids"]
+    tokenize = Tokenize(Counting(), 9, cache_size=2)
+    assert torch.equal(tokenize(["a cat", "a dog", "a cat"]), expected[:3])
+    assert torch.equal(tokenize(["a dog", "a cat"]), expected[[1, 0]])
+    assert calls == [["a cat", "a dog"]]  # the second call is served from the cache
+    assert torch.equal(tokenize(["IMG_2041.jpg", "a cat"]), expected[[3, 0]])  # over cache_size: cleared, re-done
+    assert calls[-1] == ["IMG_2041.jpg", "a cat"]

@@ -159,15 +159,26 @@ class ImageSpec:
 
 
 class Tokenize:
-    """Tokenises captions to a fixed length (MobileCLIP text towers attend to padding, so always pad, with id 0)."""
+    """Tokenises captions to a fixed length (MobileCLIP text towers attend to padding, so always pad, with id 0).
 
-    def __init__(self, tokenizer, context_length: int):
-        self.tokenizer, self.context_length = tokenizer, context_length
+    Each distinct caption is tokenised once per process and kept (up to `cache_size` of them): a reinforced sample
+    carries its real caption and a synthetic one every epoch, and templated captions repeat across samples.
+    """
+
+    def __init__(self, tokenizer, context_length: int, cache_size: int = 2**16):
+        self.tokenizer, self.context_length, self.cache_size = tokenizer, context_length, cache_size
+        self._cache: dict[str, torch.Tensor] = {}
 
     def __call__(self, texts: list[str]) -> torch.Tensor:
-        return self.tokenizer(
-            texts, padding="max_length", max_length=self.context_length, truncation=True, return_tensors="pt"
-        )["input_ids"]
+        missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
+        if len(self._cache) + len(missing) > self.cache_size:  # full: start over rather than track recency
+            self._cache.clear()
+            missing = list(dict.fromkeys(texts))
+        if missing:
+            ids = self.tokenizer(missing, padding="max_length", max_length=self.context_length, truncation=True,
+                                 return_tensors="pt")["input_ids"]
+            self._cache.update(zip(missing, ids))
+        return torch.stack([self._cache[t] for t in texts])
 
 
 class SampleTransform:
