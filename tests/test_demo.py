@@ -30,6 +30,7 @@ def test_demo_quick_runs_every_stage(tmp_path):
     info = json.loads((out / "reinforced" / "reinforcement.json").read_text())
     assert [t["dim"] for t in info["teachers"]] == [128, 128] and info["num_augmentations"] == 2
     assert info["num_synthetic_captions"] == 2
+    assert info["augmentation"]["magnitude"] == 3  # milder than DataCompDR's 9 on 28-px images
     assert (out / "accuracy.png").stat().st_size > 0
     # Chance-level smoke-run accuracies make no efficiency claim.
     if results["learning_efficiency"]["claim"] is None:

@@ -37,7 +37,6 @@ import hashlib
 import json
 import os
 import random
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
@@ -48,10 +47,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
 from datasets import load_dataset  # noqa: E402
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+HERE = os.path.dirname(os.path.abspath(__file__))  # on sys.path when run as a script: `captions` is found there
 ROOT = os.path.dirname(os.path.dirname(HERE))
-sys.path.insert(0, ROOT)  # train/ and dataset_builder/ when run from a checkout
-sys.path.insert(0, HERE)
 
 from captions import CLASS_NAMES, TEMPLATES, WEB_MIXTURE, caption_class, web_captions  # noqa: E402
 
@@ -439,17 +436,17 @@ def main() -> None:
         "student_reinforced": ("reinforced", reinforced, steps, [0.0, 1.0]),
         "student_clip_syn": ("reinforced", reinforced, steps, [1.0, 0.0]),
     }
+    workers = min(args.seeds, args.threads)  # one process per seed at a time (below)
     total_samples = args.seeds * sum(p[2] for p in plan.values()) * BATCH_SIZE
     t = announce("Stage 3/4, students", f"{args.seeds} seed(s) x (CLIP baseline {BASELINE_FACTOR * steps} steps, "
                  f"reinforced {steps} steps, CLIP on web + generated captions {steps} steps) x {BATCH_SIZE} samples, "
-                 f"evaluated every {eval_every} steps", total_samples * SECONDS_PER_1K_STUDENT_SAMPLES / 1000)
+                 f"evaluated every {eval_every} steps", total_samples / workers * SECONDS_PER_1K_STUDENT_SAMPLES / 1000)
     init = student_init(args.output)
     zeroshot_eval = dict(eval_zeroshot_dataset=captioned, eval_zeroshot_split="test", eval_templates=TEMPLATES,
                          eval_class_names=CLASS_NAMES, eval_every=eval_every, eval_max_samples=args.eval_images)
     runs = {name: {} for name in plan}
     # One process per seed, one thread each: these small models use a second core better this way than through
     # intra-op threads.
-    workers = min(args.seeds, args.threads)
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
         jobs = {seed: pool.submit(train_students, seed, plan, init, args.output, zeroshot_eval,
                                   max(1, args.threads // workers)) for seed in range(args.seeds)}
