@@ -251,21 +251,4 @@ class ReinforcedCLIPLoss(nn.Module):
                 raise ValueError(f"{name} has width {t.shape[1]}, but teacher_dims {self.teacher_dims} sum to {width}")
 
 
-def clip_loss(
-    image_features: Tensor,
-    text_features: Tensor,
-    logit_scale: Tensor | float,
-    group: dist.ProcessGroup | None = None,
-) -> Tensor:
-    """Plain CLIP loss `½[CE(s U Vᵀ) + CE(s V Uᵀ)]` of the local rows against the gathered batch (baseline).
-
-    Args:
-        image_features: `(n, d)` L2-normalised image features.
-        text_features: `(n, d)` L2-normalised text features.
-        logit_scale: the scale s, already exponentiated.
-        group: process group to gather over; the default group when None.
-    """
-    return ReinforcedCLIPLoss(group=group)(image_features, text_features, logit_scale)["loss"]
-
-
-__all__ = ["ReinforcedCLIPLoss", "clip_loss", "gather_features"]
+__all__ = ["ReinforcedCLIPLoss", "gather_features"]
