@@ -21,6 +21,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as F
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
+from modeling_mobileclip import image_preprocessing
 from modeling_mobileclip.inference import pooled_output
 
 from .augment import DEFAULT_INTERPOLATION, DEFAULT_OUTPUT_SIZE, apply_augmentation
@@ -207,12 +208,11 @@ class TransformersTeacher(Teacher):
     def from_processor(cls, model: torch.nn.Module, tokenize: Callable[[list[str]], Any], image_processor: Any,
                        name: str, **kwargs: Any) -> "TransformersTeacher":
         """A loaded model with the preprocessing its image processor describes (``kwargs`` override it)."""
-        size = getattr(image_processor, "crop_size", None) or getattr(image_processor, "size", None) or {}
-        image_size = kwargs.pop("image_size", None) or size.get("height") or size.get("shortest_edge") or 224
-        # MobileCLIP's processors do not normalise (do_normalize False, mean/std None): pixels stay in [0, 1].
-        normalize = getattr(image_processor, "do_normalize", True) and getattr(image_processor, "image_mean", None)
-        mean = image_processor.image_mean if normalize else (0.0, 0.0, 0.0)
-        std = image_processor.image_std if normalize else (1.0, 1.0, 1.0)
+        prep = image_preprocessing(image_processor)
+        image_size = kwargs.pop("image_size", None) or prep["image_size"] or 224
+        # MobileCLIP's processors do not normalise (mean/std None): pixels stay in [0, 1], the identity normalisation.
+        mean = prep["image_mean"] or (0.0, 0.0, 0.0)
+        std = prep["image_std"] or (1.0, 1.0, 1.0)
         return cls(model, tokenize, name=name, image_size=image_size, mean=kwargs.pop("mean", mean),
                    std=kwargs.pop("std", std), **kwargs)
 

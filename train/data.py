@@ -64,6 +64,7 @@ from dataset_builder.schema import (
     syn_embeddings_column,
     synthetic_embedding_column,
 )
+from modeling_mobileclip import image_preprocessing
 from modeling_mobileclip.paths import check_local_path
 
 logger = logging.getLogger(__name__)
@@ -145,12 +146,9 @@ class ImageSpec:
     @classmethod
     def from_image_processor(cls, image_processor, interpolation: str = "bicubic") -> "ImageSpec":
         """The student's (or a teacher's) training resolution and normalisation, taken from its image processor."""
-        crop = image_processor.crop_size
-        size = crop["height"] if isinstance(crop, dict) else crop.height
-        normalize = image_processor.do_normalize and image_processor.image_mean is not None
-        mean = tuple(image_processor.image_mean) if normalize else None
-        std = tuple(image_processor.image_std) if normalize else None
-        return cls(size=int(size), interpolation=interpolation, mean=mean, std=std)
+        prep = image_preprocessing(image_processor)
+        return cls(size=prep["image_size"], interpolation=interpolation, mean=prep["image_mean"],
+                   std=prep["image_std"])
 
     def to_tensor(self, image: Image.Image) -> torch.Tensor:
         """uint8 PIL image -> float (3, H, W) in [0, 1], normalised if the model was trained normalised."""
