@@ -1,8 +1,8 @@
 """Dataset reinforcement throughput, per stage and end to end, and storage per sample. Prints a table, writes JSON
-and markdown.
+and markdown. Run from the repository root:
 
-    python benchmarks/reinforce_throughput.py                       # CPU: 2 images (two ViT-L/14 teachers are slow)
-    python benchmarks/reinforce_throughput.py --device cuda --num-images 256 --captioner openclip:coca_ViT-L-14:
+    python -m benchmarks.reinforce_throughput                       # CPU: 2 images (two ViT-L/14 teachers are slow)
+    python -m benchmarks.reinforce_throughput --device cuda --num-images 256 --captioner openclip:coca_ViT-L-14:
 
 DataCompDR-12M's recipe by default: K=30 augmentations at 224 px, N=5 synthetic captions, two open_clip ViT-L-14
 teachers (random weights: the cost is the same) in fp16 on a GPU, fp32 on CPU, on synthetic 400x300 JPEGs (about
@@ -19,21 +19,15 @@ DataComp's median image). Stages, each timed alone on the same samples:
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
-from pathlib import Path
 
 import datasets
 import pyarrow.parquet as pq
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # common.py, when run as a script from anywhere
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the packages, from a checkout
-
-from common import device_name, synthetic_dataset, write_results  # noqa: E402
-
-from dataset_builder import (  # noqa: E402
+from benchmarks.common import device_name, synthetic_dataset, write_results
+from dataset_builder import (
     PrepConfig,
     ReinforcementMetadata,
     TeacherEnsemble,

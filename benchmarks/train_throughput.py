@@ -1,8 +1,8 @@
 """Training throughput: reinforced vs plain CLIP vs online distillation, same student and batch; data pipeline
-samples/s per worker. Prints a table, writes JSON and markdown.
+samples/s per worker. Prints a table, writes JSON and markdown. Run from the repository root:
 
-    python benchmarks/train_throughput.py                                 # CPU: S0 student, batch 16, B teachers
-    python benchmarks/train_throughput.py --device cuda --batch-size 256 --teacher mobileclip-l14 --mixed-precision bf16
+    python -m benchmarks.train_throughput                                 # CPU: S0 student, batch 16, B teachers
+    python -m benchmarks.train_throughput --device cuda --batch-size 256 --teacher mobileclip-l14 --mixed-precision bf16
 
 Each recipe runs `train/train.py`'s `training_function` (data loading, forward, loss, backward, AdamW step: what a
 user's run does) for `--warmup + --steps` optimizer steps and reports the median of the logged per-step samples/s
@@ -18,21 +18,15 @@ import dataclasses
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
-from pathlib import Path
 
 import torch
 from accelerate import PartialState
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # common.py, when run as a script from anywhere
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # train/ and the packages, from a checkout
-
-from common import device_name, reinforced_dataset, write_results  # noqa: E402
-
-from train.evaluate import load_model_and_processor  # noqa: E402
-from train.train import TrainConfig, build_train_data, load_teachers, training_function  # noqa: E402
+from benchmarks.common import device_name, reinforced_dataset, write_results
+from modeling_mobileclip import load_model_and_processor
+from train.train import TrainConfig, build_train_data, load_teachers, training_function
 
 RECIPES = ("reinforced", "clip", "online_distill")
 

@@ -48,6 +48,7 @@ from huggingface_hub.dataclasses import strict
 from tqdm.auto import tqdm
 
 from dataset_builder.teachers import TeacherEnsemble, TransformersTeacher
+from modeling_mobileclip import load_model_and_processor
 from modeling_mobileclip.modelcard import eval_entries, model_card
 from modeling_mobileclip.modeling_mobileclip import MAX_LOGIT_SCALE
 from modeling_mobileclip.paths import is_hub_id
@@ -65,7 +66,7 @@ from train.data import (
     load_train_dataset,
     synthetic_caption_sets,
 )
-from train.evaluate import TEMPLATES, context_length, load_eval_task, load_model_and_processor, run_eval_tasks
+from train.evaluate import TEMPLATES, context_length, load_eval_task, run_eval_tasks
 from train.loss import ReinforcedCLIPLoss
 
 # The learned temperature is clamped to MAX_LOGIT_SCALE (100) after every step (open_clip); the parameter is its log.
