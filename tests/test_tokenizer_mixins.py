@@ -60,3 +60,10 @@ class MobileCLIPTokenizationTest(TokenizerTesterMixin, unittest.TestCase):
         get_tokenizer = self.get_tokenizer
         self.get_tokenizer = lambda **kwargs: get_tokenizer(**{"model_max_length": 80, **kwargs})
         super().test_padding_to_multiple_of()
+
+    def test_conversion_reversible(self):
+        # transformers marks it slow (every token of the 49,408-token vocabulary, both ways); it takes seconds here.
+        test = TokenizerTesterMixin.test_conversion_reversible
+        while hasattr(test, "__wrapped__"):
+            test = test.__wrapped__
+        test(self)
