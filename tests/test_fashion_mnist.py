@@ -1,16 +1,32 @@
 """The Fashion-MNIST demo's parts: the web-caption noise, the committed models' checksums, learning efficiency."""
 
 import hashlib
+import importlib.util
 import os
 import sys
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "examples", "fashion_mnist"))
+EXAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "fashion_mnist")
 
-from captions import ALT_TEXTS, CLASS_NAMES, TEMPLATES, WEB_MIXTURE, caption_class, web_captions  # noqa: E402
-from demo import PRETRAINED, learning_efficiency, samples_to_reach, verify_checksums  # noqa: E402
+
+def _example_module(name: str):
+    """The example's `<name>.py`, imported under its own name as its scripts see it (their folder is on their
+    sys.path), so that demo's `from captions import ...` finds this one."""
+    path = os.path.join(EXAMPLE, f"{name}.py")
+    if getattr(sys.modules.get(name), "__file__", None) != path:
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+captions, demo = _example_module("captions"), _example_module("demo")
+ALT_TEXTS, CLASS_NAMES, TEMPLATES = captions.ALT_TEXTS, captions.CLASS_NAMES, captions.TEMPLATES
+WEB_MIXTURE, caption_class, web_captions = captions.WEB_MIXTURE, captions.caption_class, captions.web_captions
+PRETRAINED, verify_checksums = demo.PRETRAINED, demo.verify_checksums
+learning_efficiency, samples_to_reach = demo.learning_efficiency, demo.samples_to_reach
 
 
 def test_web_captions_are_seeded_with_the_documented_fractions():

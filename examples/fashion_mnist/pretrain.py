@@ -31,7 +31,6 @@ import hashlib
 import json
 import math
 import os
-import sys
 import time
 
 import numpy as np
@@ -39,16 +38,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, HERE)
+# isort: split
+# This folder (HERE) is on sys.path when run as a script: `captions` and `prepare` are found there.
+from captions import CLASS_NAMES, TEMPLATES, caption_class, clean_captions
+from prepare import balanced_subset, load_idx
 
-from captions import CLASS_NAMES, TEMPLATES, caption_class, clean_captions  # noqa: E402
-from prepare import balanced_subset, load_idx  # noqa: E402
-
-from dataset_builder.augment import apply_augmentation, sample_augmentations, seed_for_key  # noqa: E402
-from modeling_mobileclip import (  # noqa: E402
+from dataset_builder.augment import apply_augmentation, sample_augmentations, seed_for_key
+from modeling_mobileclip import (
     MobileCLIPConfig,
     MobileCLIPImageProcessor,
     MobileCLIPModel,
@@ -58,6 +54,7 @@ from modeling_mobileclip import (  # noqa: E402
     MobileCLIPVisionConfig,
 )
 
+HERE = os.path.dirname(os.path.abspath(__file__))
 PRETRAINED = os.path.join(HERE, "pretrained")
 IMAGE_SIZE = 28  # Fashion-MNIST's own size
 CONTEXT_LENGTH = 20  # the longest clean caption is 13 tokens, web alt-text 9
