@@ -63,6 +63,21 @@ def atomic_path(path: str) -> Iterator[str]:
         _remove(tmp)
 
 
+@contextlib.contextmanager
+def scratch_folder(path: str) -> Iterator[str]:
+    """A new, empty folder beside `path` for intermediate files, deleted afterwards however the block ends.
+
+    Nothing is renamed onto `path`: what is to stay is written elsewhere (through `atomic_path`). Named as
+    `temporary_name`, so that `temporaries` finds what a killed run left behind.
+    """
+    folder = temporary_name(path)
+    os.makedirs(folder)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def write_json(path: str, obj: Any, **kwargs: Any) -> None:
     """Write `obj` as indented JSON to `path`, atomically."""
     with atomic_path(path) as tmp, open(tmp, "w") as f:

@@ -17,7 +17,6 @@ runtime needs to feed the graphs: image size, mean/std, context length, token id
 """
 
 import argparse
-import contextlib
 import copy
 import importlib.util
 import logging
@@ -30,7 +29,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .atomic import atomic_path, temporary_name, write_json
+from .atomic import atomic_path, scratch_folder, write_json
 from .configuration_mobileclip import MobileCLIPConfig, MobileCLIPTextConfig, MobileCLIPVisionConfig
 from .example_inputs import example_input_ids, example_pixel_values
 from .loading import image_preprocessing, load_model, saved_image_processor
@@ -330,18 +329,6 @@ def export_onnx(model: MobileCLIPPreTrainedModel, output_dir: str, *, opset: int
     return config
 
 
-@contextlib.contextmanager
-def _scratch_folder(path: str):
-    """A folder beside `path` for intermediate files, deleted afterwards; named as `atomic.temporaries` finds the
-    leftovers of a killed run."""
-    folder = temporary_name(path)
-    os.makedirs(folder)
-    try:
-        yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
 def _quantize_tower(tower: Tower, fp32_path: str, path: str, calibration: torch.Tensor | None, check: torch.Tensor,
                     min_cosine: float) -> dict:
     """Quantizes one verified float32 graph to int8 and keeps it only if `check` inputs stay within `min_cosine`.
@@ -367,7 +354,7 @@ def _quantize_tower(tower: Tower, fp32_path: str, path: str, calibration: torch.
             batch = next(self.batches, None)
             return None if batch is None else {tower.input_name: batch.numpy()}
 
-    with _scratch_folder(path) as work:
+    with scratch_folder(path) as work:
         prepared = os.path.join(work, "prepared.onnx")
         quant_pre_process(fp32_path, prepared)  # shape inference and graph optimisation, as onnxruntime advises
         with atomic_path(path) as quantized:
@@ -423,7 +410,7 @@ def export_onnx_int8(model: MobileCLIPPreTrainedModel, output_dir: str, *, pixel
         if name in inputs and inputs[name][1] is None:
             raise ValueError(f"int8 export of {name} needs real {inputs[name][0]} to calibrate and check on")
     os.makedirs(output_dir, exist_ok=True)
-    with _scratch_folder(os.path.join(output_dir, "fp32")) as fp32_dir:  # verified float32 graphs, then quantized
+    with scratch_folder(os.path.join(output_dir, "fp32")) as fp32_dir:  # verified float32 graphs, then quantized
         config = export_onnx(prepared, fp32_dir, towers=towers, **onnx_kwargs)
         for name in towers:
             if name == "image_encoder":
@@ -488,7 +475,7 @@ def export_coreml(model: MobileCLIPPreTrainedModel, output_dir: str, *, max_batc
             outputs=[ct.TensorType(name=tower.output_name)],
         )
         path = os.path.join(output_dir, f"{name}.mlpackage")
-        with _scratch_folder(path) as staging:
+        with scratch_folder(path) as staging:
             mlmodel.save(os.path.join(staging, "model.mlpackage"))  # coremltools wants the .mlpackage extension
             if os.path.exists(path):  # a folder: `os.replace` only replaces an empty one
                 shutil.rmtree(path)

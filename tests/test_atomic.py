@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from modeling_mobileclip.atomic import atomic_path, temporaries, write_json
+from modeling_mobileclip.atomic import atomic_path, scratch_folder, temporaries, write_json
 
 
 def _umask() -> int:
@@ -44,3 +44,17 @@ def test_temporaries_finds_what_a_killed_writer_left(tmp_path):
     assert temporaries(str(tmp_path)) == [str(tmp_path / ".x.parquet.tmp-abc")]
     assert temporaries(str(tmp_path), "x.parquet") == [str(tmp_path / ".x.parquet.tmp-abc")]
     assert temporaries(str(tmp_path), "y.parquet") == []
+
+
+def test_scratch_folder_is_beside_its_path_found_by_temporaries_and_removed_however_it_ends(tmp_path):
+    target = tmp_path / "fp32"
+    with scratch_folder(str(target)) as folder:
+        assert os.path.isdir(folder) and os.listdir(folder) == []
+        assert temporaries(str(tmp_path), "fp32") == [folder]
+        (tmp_path / os.path.basename(folder) / "prepared.onnx").write_text("graph")
+    assert not os.path.exists(folder) and not target.exists()
+    with pytest.raises(RuntimeError, match="killed"):
+        with scratch_folder(str(target)) as folder:
+            (tmp_path / os.path.basename(folder) / "f").write_text("1")
+            raise RuntimeError("killed")
+    assert temporaries(str(tmp_path)) == [] and os.listdir(tmp_path) == []
