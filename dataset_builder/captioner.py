@@ -146,7 +146,10 @@ class CoCaCaptioner:
     def sample(self, pixels: torch.Tensor, seeds: Sequence[int], min_len: int = 5) -> torch.Tensor:
         """Token ids ``(rows, seq_len)`` for normalised ``pixels`` (one row each), row i drawn with ``seeds[i]``."""
         sot, eos, pad = 49406, 49407, self.model.pad_id
-        image_latent, image_embs = self.model._encode_image(pixels)
+        # CoCa's forward without text is its image encoding: the pooled latent and the token embeddings the decoder
+        # attends to (`encode_image` returns the latent only), encoded once for all steps as `generate` does.
+        image = self.model(pixels)
+        image_latent, image_embs = image["image_features"], image["image_embs"]
         out = torch.full((len(pixels), 1), sot, dtype=torch.long, device=pixels.device)
         sample = LogitsProcessorList([MinLengthLogitsProcessor(min_len, eos), TopPLogitsWarper(self.top_p),
                                       RowSampler(seeds)])
