@@ -171,7 +171,32 @@ def resize_crop_region(image: np.ndarray, size, resample, crop_size) -> np.ndarr
     crop = np.moveaxis(crop[..., None] if crop.ndim == 2 else crop, -1, 0)
     return np_rescale(crop, 1 / 255) if rescaled else crop
 
-class MobileCLIPImageProcessor(CLIPImageProcessorPil):
+class MobileCLIPImageInputs:
+    """Input handling of both MobileCLIP image processors (PIL and torchvision backends), placed before the backend
+    class in the bases: inputs checked with errors that name the problem, paths opened without clipping 16-bit files,
+    PIL images converted as the reference pipelines convert them."""
+
+    def _prepare_images_structure(self, images, expected_ndims: int = 3):
+        # Checked before transformers flattens the input, whose own errors do not say what was wrong.
+        check_images(images)
+        return super()._prepare_images_structure(images, expected_ndims=expected_ndims)
+
+    def fetch_images(self, image_url_or_urls):
+        # transformers' `load_image` converts to RGB while loading, which clips 16-bit files; `open_image` does not.
+        if isinstance(image_url_or_urls, (list, tuple)):
+            return [self.fetch_images(x) for x in image_url_or_urls]
+        if isinstance(image_url_or_urls, str):
+            return open_image(image_url_or_urls)
+        return super().fetch_images(image_url_or_urls)
+
+    def process_image(self, image, do_convert_rgb: bool | None = None, **kwargs):
+        _check_array(image)
+        if isinstance(image, PIL.Image.Image):
+            image = to_rgb(image) if do_convert_rgb else to_8bit(image)
+        return super().process_image(image, do_convert_rgb=do_convert_rgb, **kwargs)
+
+
+class MobileCLIPImageProcessor(MobileCLIPImageInputs, CLIPImageProcessorPil):
     r"""Image processor of the MobileCLIP and MobileCLIP2 checkpoints.
 
     The defaults are those of MobileCLIP-S0/S1/S2 (and MobileCLIP2-S0/S2): shortest edge resized to 256 with bilinear
@@ -226,25 +251,6 @@ class MobileCLIPImageProcessor(CLIPImageProcessorPil):
         if settings["do_normalize"]:
             settings.update(image_mean=list(preprocess["image_mean"]), image_std=list(preprocess["image_std"]))
         return cls(**{**settings, **kwargs})
-
-    def _prepare_images_structure(self, images, expected_ndims: int = 3):
-        # Checked before transformers flattens the input, whose own errors do not say what was wrong.
-        check_images(images)
-        return super()._prepare_images_structure(images, expected_ndims=expected_ndims)
-
-    def fetch_images(self, image_url_or_urls):
-        # transformers' `load_image` converts to RGB while loading, which clips 16-bit files; `open_image` does not.
-        if isinstance(image_url_or_urls, (list, tuple)):
-            return [self.fetch_images(x) for x in image_url_or_urls]
-        if isinstance(image_url_or_urls, str):
-            return open_image(image_url_or_urls)
-        return super().fetch_images(image_url_or_urls)
-
-    def process_image(self, image, do_convert_rgb: bool | None = None, **kwargs):
-        _check_array(image)
-        if isinstance(image, PIL.Image.Image):
-            image = to_rgb(image) if do_convert_rgb else to_8bit(image)
-        return super().process_image(image, do_convert_rgb=do_convert_rgb, **kwargs)
 
     def _preprocess(self, images, do_resize, size, resample, do_center_crop, crop_size, **kwargs):
         # Resize and crop together, so that an extreme aspect ratio never materialises its whole resized image.

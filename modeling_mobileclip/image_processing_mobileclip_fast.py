@@ -15,21 +15,16 @@ MobileCLIP2-L-14) and 8/255 for bicubic (a few levels on photographs), with a me
 Like the other modules of the package it imports only its siblings, so it also works as Hub remote code.
 """
 
-import PIL.Image
 import torch
 from transformers.image_processing_backends import TorchvisionBackend
 from transformers.image_transforms import _rescale_for_pil_conversion, group_images_by_shape, reorder_images
 from transformers.image_utils import PILImageResampling, torch_pil_interpolation_mapping
 
 from .image_processing_mobileclip import (
+    MobileCLIPImageInputs,
     MobileCLIPImageProcessor,
-    _check_array,
-    check_images,
     crop_region_box,
-    open_image,
     resize_crop_region,
-    to_8bit,
-    to_rgb,
 )
 
 
@@ -41,7 +36,7 @@ def _to_pil_resample(resample):
     return torch_pil_interpolation_mapping[resample]
 
 
-class MobileCLIPImageProcessorFast(TorchvisionBackend):
+class MobileCLIPImageProcessorFast(MobileCLIPImageInputs, TorchvisionBackend):
     r"""Torchvision backend of `MobileCLIPImageProcessor`: the same defaults, settings, `from_variant`, input checks
     and conversions (16-bit images scaled, alpha dropped by `Image.convert("RGB")`), computed on tensors.
 
@@ -74,24 +69,6 @@ class MobileCLIPImageProcessorFast(TorchvisionBackend):
     do_convert_rgb = True
 
     from_variant = classmethod(MobileCLIPImageProcessor.from_variant.__func__)
-
-    def _prepare_images_structure(self, images, expected_ndims: int = 3):
-        check_images(images)
-        return super()._prepare_images_structure(images, expected_ndims=expected_ndims)
-
-    def fetch_images(self, image_url_or_urls):
-        # `open_image`, as the PIL processor: 16-bit files are scaled, not clipped, by the conversion to RGB.
-        if isinstance(image_url_or_urls, (list, tuple)):
-            return [self.fetch_images(x) for x in image_url_or_urls]
-        if isinstance(image_url_or_urls, str):
-            return open_image(image_url_or_urls)
-        return super().fetch_images(image_url_or_urls)
-
-    def process_image(self, image, do_convert_rgb: bool | None = None, **kwargs):
-        _check_array(image)
-        if isinstance(image, PIL.Image.Image):
-            image = to_rgb(image) if do_convert_rgb else to_8bit(image)
-        return super().process_image(image, do_convert_rgb=do_convert_rgb, **kwargs)
 
     def _preprocess(self, images, do_resize, size, resample, do_center_crop, crop_size, **kwargs):
         # Resize and crop together, batched by shape; rescaling and normalisation are the base class's.

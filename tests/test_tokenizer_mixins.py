@@ -1,26 +1,13 @@
 """transformers' own `TokenizerTesterMixin` (with its tokenizers-backend mixin) on `MobileCLIPTokenizer`, vendored
 from the pinned transformers' sdist in `transformers_common/` (PROVENANCE.md). Every skip names its reason."""
 
-import os
 import shutil
 import tempfile
 import unittest
 
-import pytest
+from vendored_mixins import require_vendored_mixins
 
-pytest.importorskip("parameterized", reason="transformers' test mixins need `parameterized` (the dev extra)")
-
-import transformers  # noqa: E402
-
-_HERE = os.path.dirname(os.path.abspath(__file__))
-with open(os.path.join(_HERE, "transformers_common", "VERSION")) as _f:
-    VENDORED_VERSION = _f.read().strip()
-if transformers.__version__ != VENDORED_VERSION:
-    pytest.skip(
-        f"vendored test mixins are transformers {VENDORED_VERSION}'s, installed is {transformers.__version__}: "
-        f"run `python tests/transformers_common/fetch.py --version {transformers.__version__}`",
-        allow_module_level=True,
-    )
+require_vendored_mixins()
 
 from transformers_common.test_tokenization_common import TokenizerTesterMixin  # noqa: E402
 

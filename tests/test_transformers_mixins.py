@@ -7,27 +7,14 @@ attention, multi-GPU, features MobileCLIP does not have) are theirs.
 """
 
 import copy
-import os
 import tempfile
 import unittest
 
-import pytest
+from vendored_mixins import require_vendored_mixins
 
-pytest.importorskip("parameterized", reason="transformers' test mixins need `parameterized` (the dev extra)")
+require_vendored_mixins()
 
 import torch  # noqa: E402
-import transformers  # noqa: E402
-
-_HERE = os.path.dirname(os.path.abspath(__file__))
-with open(os.path.join(_HERE, "transformers_common", "VERSION")) as _f:
-    VENDORED_VERSION = _f.read().strip()
-if transformers.__version__ != VENDORED_VERSION:
-    pytest.skip(
-        f"vendored test mixins are transformers {VENDORED_VERSION}'s, installed is {transformers.__version__}: "
-        f"run `python tests/transformers_common/fetch.py --version {transformers.__version__}`",
-        allow_module_level=True,
-    )
-
 from transformers import (  # noqa: E402
     CLIPConfig,
     CLIPModel,
