@@ -174,7 +174,15 @@ def resize_crop_region(image: np.ndarray, size, resample, crop_size) -> np.ndarr
 class MobileCLIPImageInputs:
     """Input handling of both MobileCLIP image processors (PIL and torchvision backends), placed before the backend
     class in the bases: inputs checked with errors that name the problem, paths opened without clipping 16-bit files,
-    PIL images converted as the reference pipelines convert them."""
+    PIL images converted as the reference pipelines convert them; and the defaults both share (MobileCLIP-S0/S1/S2's:
+    shortest edge 256, bilinear, 256x256 centre crop, no mean/std)."""
+
+    resample = PILImageResampling.BILINEAR
+    image_mean = None
+    image_std = None
+    size = {"shortest_edge": 256}
+    crop_size = {"height": 256, "width": 256}
+    do_normalize = False
 
     def _prepare_images_structure(self, images, expected_ndims: int = 3):
         # Checked before transformers flattens the input, whose own errors do not say what was wrong.
@@ -225,12 +233,6 @@ class MobileCLIPImageProcessor(MobileCLIPImageInputs, CLIPImageProcessorPil):
     ```
     """
 
-    resample = PILImageResampling.BILINEAR
-    image_mean = None
-    image_std = None
-    size = {"shortest_edge": 256}
-    crop_size = {"height": 256, "width": 256}
-    do_normalize = False
 
     @classmethod
     def from_variant(cls, name: str, **kwargs) -> "MobileCLIPImageProcessor":

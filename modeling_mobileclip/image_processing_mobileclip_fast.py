@@ -56,16 +56,11 @@ class MobileCLIPImageProcessorFast(MobileCLIPImageInputs, TorchvisionBackend):
     ```
     """
 
-    resample = PILImageResampling.BILINEAR
-    image_mean = None
-    image_std = None
-    size = {"shortest_edge": 256}
+    # The backend's own defaults differ from CLIP's: these, with MobileCLIPImageInputs', make the two processors equal.
     default_to_square = False
-    crop_size = {"height": 256, "width": 256}
     do_resize = True
     do_center_crop = True
     do_rescale = True
-    do_normalize = False
     do_convert_rgb = True
 
     from_variant = classmethod(MobileCLIPImageProcessor.from_variant.__func__)
