@@ -203,6 +203,16 @@ class MobileCLIPImageInputs:
             image = to_rgb(image) if do_convert_rgb else to_8bit(image)
         return super().process_image(image, do_convert_rgb=do_convert_rgb, **kwargs)
 
+    def center_crop(self, image, size, **kwargs):
+        # torchvision's CenterCrop (Apple, open_clip) puts the crop at round(excess / 2), half to even; transformers
+        # floors it. They differ by one pixel when the excess is odd and its half rounds up, e.g. a 1000x255 image
+        # resized to 1003x256 (offset 374 vs 373). Images smaller than the crop need padding: left to transformers.
+        height, width = image.shape[-2:]
+        if height < size.height or width < size.width:
+            return super().center_crop(image, size, **kwargs)
+        top, left = round((height - size.height) / 2), round((width - size.width) / 2)
+        return image[..., top : top + size.height, left : left + size.width]
+
 
 class MobileCLIPImageProcessor(MobileCLIPImageInputs, CLIPImageProcessorPil):
     r"""Image processor of the MobileCLIP and MobileCLIP2 checkpoints.
@@ -270,15 +280,6 @@ class MobileCLIPImageProcessor(MobileCLIPImageInputs, CLIPImageProcessorPil):
             return crop
         return self.center_crop(self.resize(image, size=size, resample=resample), crop_size)
 
-    def center_crop(self, image, size, **kwargs):
-        # torchvision's CenterCrop (Apple, open_clip) puts the crop at round(excess / 2), half to even; transformers
-        # floors it. They differ by one pixel when the excess is odd and its half rounds up, e.g. a 1000x255 image
-        # resized to 1003x256 (offset 374 vs 373). Images smaller than the crop need padding: left to transformers.
-        height, width = image.shape[-2:]
-        if height < size.height or width < size.width:
-            return super().center_crop(image, size, **kwargs)
-        top, left = round((height - size.height) / 2), round((width - size.width) / 2)
-        return image[..., top : top + size.height, left : left + size.width]
 
 
 __all__ = [

@@ -98,15 +98,6 @@ class MobileCLIPImageProcessorFast(MobileCLIPImageInputs, TorchvisionBackend):
             resized = (resized.double() * (1 / 255)).float()
         return resized
 
-    def center_crop(self, image, size, **kwargs):
-        # torchvision's CenterCrop offset, round(excess / 2) (see MobileCLIPImageProcessor.center_crop); images
-        # smaller than the crop are padded by transformers.
-        height, width = image.shape[-2:]
-        if height < size.height or width < size.width:
-            return super().center_crop(image, size, **kwargs)
-        top, left = round((height - size.height) / 2), round((width - size.width) / 2)
-        return image[..., top : top + size.height, left : left + size.width]
-
     def to_dict(self):
         # Saved under the PIL processor's name, as transformers' own "...Pil" processors save theirs: the saved file
         # names the model's image processor, and the backend is chosen when loading (`backend=`).
