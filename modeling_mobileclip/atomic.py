@@ -80,6 +80,6 @@ def scratch_folder(path: str) -> Iterator[str]:
 
 def write_json(path: str, obj: Any, **kwargs: Any) -> None:
     """Write `obj` as indented JSON to `path`, atomically."""
-    with atomic_path(path) as tmp, open(tmp, "w") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         json.dump(obj, f, indent=2, **kwargs)
         f.write("\n")

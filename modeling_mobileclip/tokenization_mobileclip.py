@@ -19,6 +19,8 @@ from tokenizers import AddedToken, Regex, Tokenizer, normalizers
 from transformers import CLIPTokenizer
 from transformers.utils import logging
 
+from .atomic import write_json
+
 try:  # optional: ftfy repairs mojibake, ligatures and curly quotes exactly as open_clip does
     import ftfy
 except ImportError:
@@ -272,8 +274,7 @@ class MobileCLIPTokenizer(CLIPTokenizer):
                 for entry in state.get("added_tokens", []):
                     if entry["content"] in special:
                         entry["special"] = True
-                with open(path, "w", encoding="utf-8") as f:
-                    json.dump(state, f, indent=2, ensure_ascii=False)
+                write_json(path, state, ensure_ascii=False)  # a kill mid-write must not corrupt a saved tokenizer
         return saved
 
 

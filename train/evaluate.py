@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from datasets import ClassLabel
 
+from modeling_mobileclip.atomic import write_json
 from modeling_mobileclip.inference import pooled_output
 
 # The loaders live in the library; imported here too, where the training and evaluation scripts have used them.
@@ -313,8 +314,7 @@ def main(argv=None) -> dict:
     metrics = run_eval_tasks(model, processor.tokenizer, {task: loaded}, templates)
     print(json.dumps(metrics, indent=2))
     if args.output:
-        with open(args.output, "w") as f:
-            json.dump(metrics, f, indent=2)
+        write_json(args.output, metrics)
     return metrics
 
 

@@ -52,6 +52,8 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 
 from captions import CLASS_NAMES, TEMPLATES, WEB_MIXTURE, caption_class, web_captions  # noqa: E402
 
+from modeling_mobileclip.atomic import write_json  # noqa: E402
+
 PRETRAINED = os.path.join(HERE, "pretrained")
 TEACHERS = ("teacher_mci_seed0", "teacher_mci_seed1")
 CAPTIONER = "captioner"
@@ -521,8 +523,7 @@ def main() -> None:
                            "num_captions": args.num_captions, "seeds": args.seeds, "threads": args.threads,
                            "crop_scale": list(CROP_SCALE), "rand_augment_magnitude": RAND_AUGMENT_MAGNITUDE,
                            "learning_rate": LEARNING_RATE, "images": n_images}
-    with open(os.path.join(args.output, "results.json"), "w") as f:
-        json.dump(results, f, indent=2)
+    write_json(os.path.join(args.output, "results.json"), results)
     print(f"timings (s): {results['timings_s']}")
     print(f"results: {args.output}/results.json, {args.output}/accuracy.png ({timings['total']:.0f} s in all)")
 

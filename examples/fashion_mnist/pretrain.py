@@ -53,6 +53,7 @@ from modeling_mobileclip import (
     MobileCLIPTokenizer,
     MobileCLIPVisionConfig,
 )
+from modeling_mobileclip.atomic import write_json
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PRETRAINED = os.path.join(HERE, "pretrained")
@@ -333,8 +334,7 @@ def main() -> None:
     for name, job in jobs.items():
         if args.only is None or name in args.only:
             report[name] = job()
-            with open(report_path, "w") as f:
-                json.dump(report, f, indent=2)
+            write_json(report_path, report)
             print(f"[{name}] {report[name]}", flush=True)
     write_checksums(args.output)
 
