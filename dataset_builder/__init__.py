@@ -1,6 +1,7 @@
 """Tools for building reinforced (DataCompDR-style) datasets: replayable augmentations, teachers, captioners,
-the sharded resumable builder (``build_reinforced_dataset``), DataCompDR readers/writers, and ``schema``: the columns,
-features, metadata (``ReinforcementMetadata``) and rows (``Record``) of a reinforced dataset, which training reads.
+the sharded resumable builder (``build_reinforced_dataset``, also on a Ray cluster: ``RayEngine``), DataCompDR
+readers/writers, and ``schema``: the columns, features, metadata (``ReinforcementMetadata``) and rows (``Record``) of a
+reinforced dataset, which training reads.
 
 CLI: ``python -m dataset_builder --help``.
 """
@@ -37,6 +38,7 @@ from .datacompdr import (
     stream_datacompdr_from_hub,
     write_datacompdr,
 )
+from .ray_engine import RayEngine
 from .samples import SKIP_REASONS, PreparedSample, PrepConfig, Skipped, prepare_sample
 from .schema import (
     Record,
@@ -65,6 +67,7 @@ __all__ = [
     "OpenCLIPTeacher",
     "PrepConfig",
     "PreparedSample",
+    "RayEngine",
     "Record",
     "ReinforcementMetadata",
     "Skipped",

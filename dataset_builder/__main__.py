@@ -2,7 +2,8 @@
 
 Defaults reproduce DataCompDR: K=30 augmentations at 224 px, N=5 CoCa ViT-L-14 captions (top-p 0.9), teachers
 open_clip ViT-L-14 ``openai`` and ``datacomp_xl_s13b_b90k``. Under ``accelerate launch`` shard i is built by process
-``i % world_size``; rerun the same command to resume an interrupted build. Output layout: ``builder.py``.
+``i % world_size``; with ``--engine ray`` the workers of a Ray cluster build them (``ray_engine.py``), each loading
+the models itself. Rerun the same command to resume an interrupted build. Output layout: ``builder.py``.
 Arguments and input columns are checked before any model is loaded; a shard skipping more than
 ``--max-skipped-fraction`` of its rows, an empty build and keys repeated across shards fail (exit status 1) and leave
 the folder unfinalised.
@@ -12,6 +13,8 @@ Examples::
     python -m dataset_builder mlfoundations/DataComp-12M out/ --caption-column txt --image-column jpg \\
         --key-column __key__ --samples-per-shard 5000
     python -m dataset_builder ./my_imagefolder out/ --captioner none --syn-captions-column syn --num-augmentations 2
+    python -m dataset_builder mlfoundations/DataComp-12M out/ --caption-column txt --image-column jpg \\
+        --key-column __key__ --engine ray --ray-address auto --ray-gpus-per-worker 1
 """
 
 from __future__ import annotations
@@ -22,18 +25,17 @@ import logging
 import os
 import time
 
-import torch
-
 from modeling_mobileclip.atomic import TEMPORARY_INFIX
 
 from .builder import DEFAULT_MAX_SKIPPED_FRACTION, BuildError, build_reinforced_dataset, check_input
 from .captioner import load_captioner
 from .card import MissingShardsError, finalize_dataset
-from .teachers import load_teacher
+from .ray_engine import RayEngine
+from .teachers import MODEL_DTYPES, load_teacher, model_dtype
 
 DEFAULT_TEACHERS = ["openclip:ViT-L-14:openai", "openclip:ViT-L-14:datacomp_xl_s13b_b90k"]
 DEFAULT_CAPTIONER = "openclip:coca_ViT-L-14:mscoco_finetuned_laion2b_s13b_b90k"
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+RAY_OPTIONS = ("ray_address", "ray_workers", "ray_gpus_per_worker", "ray_cpus_per_worker")
 
 
 def _int_at_least(low: int):
@@ -45,6 +47,16 @@ def _int_at_least(low: int):
 
     parse.__name__ = "int"  # argparse names the type in its "invalid int value" message
     return parse
+
+
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value:g}")
+    return value
+
+
+_non_negative.__name__ = "float"
 
 
 def _fraction(text: str) -> float:
@@ -106,15 +118,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--batch-size", type=_int_at_least(1), default=32, help="samples per teacher batch (x K images)")
     g.add_argument("--num-workers", type=_int_at_least(0), default=4,
                    help="DataLoader workers decoding and augmenting")
-    g.add_argument("--model-dtype", choices=list(DTYPES), default=None,
+    g.add_argument("--model-dtype", choices=list(MODEL_DTYPES), default=None,
                    help="teacher/captioner dtype (default: float16 on GPU, float32 on CPU)")
     g.add_argument("--no-progress", action="store_true")
+    g.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="local: this process (or each process of accelerate launch); ray: the workers of a Ray "
+                        "cluster, each loading the models itself")
+    g.add_argument("--ray-address", default=None,
+                   help="with --engine ray: 'auto' (the cluster this node belongs to) or the head's host:port "
+                        "(default: RAY_ADDRESS, else a Ray instance on this machine)")
+    g.add_argument("--ray-workers", type=_int_at_least(1), default=None,
+                   help="with --engine ray: target number of workers (default: as many as the cluster holds)")
+    g.add_argument("--ray-gpus-per-worker", type=_non_negative, default=None,
+                   help="with --engine ray: GPUs per worker (default: 1 if the cluster has GPUs, else 0)")
+    g.add_argument("--ray-cpus-per-worker", type=_non_negative, default=None,
+                   help="with --engine ray: CPUs per worker (default: 1 + --num-workers; less if a node's CPUs "
+                        "rather than its GPUs limit the workers it holds)")
     args = p.parse_args(argv)
     # Checked here, before any model is loaded.
     if args.captioner == "none" and args.syn_captions_column is None and args.num_synthetic_captions:
         p.error("--captioner none needs --syn-captions-column (or --num-synthetic-captions 0)")
     if args.captioner != "none" and args.syn_captions_column is not None:
         p.error("--syn-captions-column is read only with --captioner none")
+    if args.engine != "ray" and any(getattr(args, name) is not None for name in RAY_OPTIONS):
+        p.error(f"{', '.join('--' + n.replace('_', '-') for n in RAY_OPTIONS)} are options of --engine ray")
     return args
 
 
@@ -148,7 +175,8 @@ def wait_and_finalize(output_dir: str, poll_s: float = 30.0) -> dict:
 
 
 def build(args: argparse.Namespace) -> dict | None:
-    """Build (this process's shards of) the dataset; on the main process, wait for the others and finalise."""
+    """Build (this process's shards of) the dataset; on the main process, wait for the others and finalise. With
+    ``--engine ray`` this process is the driver and the workers load the models from their specs."""
     from accelerate import PartialState
 
     state = PartialState()
@@ -156,9 +184,15 @@ def build(args: argparse.Namespace) -> dict | None:
     columns = dict(image_column=args.image_column, caption_column=args.caption_column, key_column=args.key_column,
                    url_column=args.url_column, syn_captions_column=args.syn_captions_column)
     check_input(dataset, **columns)  # before loading the models: a wrong column fails in seconds
-    dtype = DTYPES[args.model_dtype or ("float16" if state.device.type == "cuda" else "float32")]
-    teachers = [load_teacher(spec, state.device, dtype) for spec in args.teachers]
-    captioner = load_captioner(args.captioner, state.device, dtype)
+    if args.engine == "ray":
+        engine = RayEngine(address=args.ray_address, num_workers=args.ray_workers,
+                           num_gpus_per_worker=args.ray_gpus_per_worker, num_cpus_per_worker=args.ray_cpus_per_worker,
+                           model_dtype=args.model_dtype)
+        teachers, captioner = args.teachers, None if args.captioner == "none" else args.captioner
+    else:
+        engine, dtype = None, model_dtype(args.model_dtype, state.device)
+        teachers = [load_teacher(spec, state.device, dtype) for spec in args.teachers]
+        captioner = load_captioner(args.captioner, state.device, dtype)
     # How the input was read decides the rows: part of the resume fingerprint.
     input_options = {"split": args.split, "config_name": args.config_name, "data_files": args.data_files,
                      "max_samples": args.max_samples}
@@ -171,7 +205,7 @@ def build(args: argparse.Namespace) -> dict | None:
         license=args.license,
         input_options=input_options,
         max_skipped_fraction=args.max_skipped_fraction, rank=state.process_index, world_size=state.num_processes,
-        progress=not args.no_progress)
+        progress=not args.no_progress, engine=engine)
     if not state.is_main_process:
         return None
     return report or wait_and_finalize(args.output_dir)

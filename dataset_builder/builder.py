@@ -23,7 +23,8 @@ near-tie of two tokens, a caption) depend only on the sample up to float roundin
 for the same sharding and batch size on the same hardware).
 Resume: a shard is done iff its final parquet file exists (written to a temporary name, then renamed:
 ``modeling_mobileclip.atomic``); rerunning the same command skips finished shards, removes the temporary files a kill
-left behind and rebuilds the rest from scratch. ``.build/settings.json`` fingerprints everything that decides the
+left behind and rebuilds the rest from scratch, whichever process builds them (this one, the ranks of ``accelerate
+launch`` or Ray workers: ``ray_engine``). ``.build/settings.json`` fingerprints everything that decides the
 rows and their content (the metadata, sharding, columns, the input's kind, length and first row, and
 ``input_options`` such as the split): a rerun into the folder with other settings is an error once a shard is
 finished (before that, the settings are replaced).
@@ -44,7 +45,7 @@ import os
 from collections import Counter
 from dataclasses import dataclass
 from itertools import islice
-from typing import Any, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 import datasets
 import numpy as np
@@ -71,6 +72,9 @@ from .schema import (
     shard_path,
 )
 from .teachers import Teacher, TeacherEnsemble
+
+if TYPE_CHECKING:
+    from .ray_engine import RayEngine
 
 logger = logging.getLogger(__name__)
 DEFAULT_MAX_SKIPPED_FRACTION = 0.5
@@ -301,6 +305,63 @@ def build_shard(shard: int, num_shards: int, batches: Iterable[list[PreparedSamp
     return report
 
 
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the build settings need to know of the teachers and captioner, without the models themselves (the Ray
+    engine's driver gets it from a worker that loaded them)."""
+
+    teachers: tuple[TeacherInfo, ...]
+    views: tuple[tuple[int, str], ...]  # TeacherEnsemble.views
+    captioner: str | None  # its name
+
+    @classmethod
+    def of(cls, teachers: Sequence[Teacher], captioner: Any) -> "ModelInfo":
+        ensemble = TeacherEnsemble(teachers)
+        return cls(tuple(TeacherInfo(**t) for t in ensemble.metadata()), tuple(ensemble.views),
+                   getattr(captioner, "name", None))
+
+
+@dataclass(frozen=True)
+class BuildJob:
+    """One build's fixed settings: what a process needs to build any of its shards, whichever process that is.
+    Holds no model (picklable: the Ray engine ships it to its workers)."""
+
+    plan: ShardPlan
+    output_dir: str
+    metadata: ReinforcementMetadata
+    features: datasets.Features
+    cfg: PrepConfig
+    batch_size: int
+    num_workers: int
+    max_skipped_fraction: float
+
+    @property
+    def num_shards(self) -> int:
+        return self.plan.num_shards
+
+    def is_done(self, shard: int) -> bool:
+        """Whether ``shard`` is finished: its final file exists (it is renamed into place only once complete)."""
+        return os.path.exists(shard_path(self.output_dir, shard, self.num_shards))
+
+    def shard_report(self, shard: int) -> dict:
+        """A finished shard's report (``build_shard``)."""
+        with open(shard_report_path(self.output_dir, shard)) as f:
+            return json.load(f)
+
+    def remove_temporaries(self, shards: Iterable[int]) -> None:
+        """Remove what an interrupted build left of ``shards``; only the process that hands them out may, since
+        another one may be writing its own shards' temporaries right now."""
+        for stale in _temporaries(self.output_dir, shards, self.num_shards):
+            logger.info("removing %s, left by an interrupted build", stale)
+            os.remove(stale)
+
+    def build(self, shard: int, ensemble: TeacherEnsemble, captioner: Any, progress: Any) -> dict:
+        """Build ``shard`` (``build_shard``) and return its report."""
+        batches = _prepared(self.plan, shard, self.cfg, self.batch_size, self.num_workers)
+        return build_shard(shard, self.num_shards, batches, ensemble, captioner, self.features, self.output_dir,
+                           self.metadata, progress, self.max_skipped_fraction)
+
+
 def _flat(settings: Any, prefix: str = "") -> dict:
     """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``, to name the settings that differ."""
     if not isinstance(settings, dict) or not settings:
@@ -361,7 +422,7 @@ def _check_arguments(**args: Any) -> None:
 def build_reinforced_dataset(
     dataset: datasets.Dataset | datasets.IterableDataset,
     output_dir: str,
-    teachers: Sequence[Teacher],
+    teachers: Sequence[Teacher | str],
     captioner: Any = None,
     image_column: str = "image",
     caption_column: str = "caption",
@@ -388,28 +449,34 @@ def build_reinforced_dataset(
     rank: int = 0,
     world_size: int = 1,
     progress: bool = True,
+    engine: RayEngine | None = None,
 ) -> dict | None:
     """Reinforce ``dataset`` into ``output_dir`` (layout and columns in the module docstring).
 
-    Shard i is built by process ``i % world_size``; finished shards are skipped, so rerunning an interrupted
-    command resumes it. With ``world_size == 1`` the dataset card, ``reinforcement.json`` and ``report.json`` are
-    written at the end and the report is returned; otherwise call ``finalize_dataset(output_dir)`` once every
-    process is done.
+    Which process builds which shard is all that the engines change: by default this process builds shard i if
+    ``i % world_size == rank`` (one process, or each rank of ``accelerate launch``); with ``engine=RayEngine(...)``
+    the workers of a Ray cluster build them all (``ray_engine``). Either way the shard plan and the shards are the
+    same, and finished shards are skipped, so rerunning an interrupted command resumes it. When this call saw every
+    shard built (``world_size == 1``, or the Ray engine) the dataset card, ``reinforcement.json`` and
+    ``report.json`` are written at the end and the report is returned; otherwise call ``finalize_dataset(output_dir)``
+    once every process is done.
 
     Args:
         dataset: Input rows with an image column (``Image`` feature, bytes, path or PIL) and a caption column.
             Checked with ``check_input`` first.
         output_dir: Output folder (created).
-        teachers: CLIP-style teachers; their order fixes the embedding layout.
+        teachers: CLIP-style teachers; their order fixes the embedding layout. With the Ray engine also CLI specs
+            (``load_teacher``), which every worker loads on its own device.
         captioner: Synthetic-caption generator (see ``captioner.py``), or None to read ``syn_captions_column`` (or
-            to store no synthetic captions when that is None too, with ``num_synthetic_captions=0``).
+            to store no synthetic captions when that is None too, with ``num_synthetic_captions=0``). With the Ray
+            engine also a CLI spec (``load_captioner``).
         image_column, caption_column, key_column, url_column, syn_captions_column: Input column names.
         num_augmentations: K stored augmentations per image.
         num_synthetic_captions: N synthetic captions per image.
         seed: Global seed of augmentations and caption sampling.
         num_shards, samples_per_shard: Output sharding (see ``plan_shards``).
         batch_size: Samples per teacher batch (each contributes K images and 1 + N texts).
-        num_workers: DataLoader workers decoding and augmenting (map-style inputs).
+        num_workers: DataLoader workers decoding and augmenting (map-style inputs), per shard-building process.
         dtype: ``float16``, ``float32`` or ``bfloat16`` (stored as float32).
         store_images: Store image bytes; False stores null and an ``image_ref`` column.
         aug_resolution: Resolution the augmentations are sampled at (DataCompDR: 224).
@@ -423,20 +490,30 @@ def build_reinforced_dataset(
         max_skipped_fraction: A shard skipping more than this fraction of its rows (bad input, see
             ``samples.SKIP_REASONS``) fails the build and is not written; 1 accepts any. A build writing no row
             always fails.
-        rank, world_size: This process and the number of processes.
-        progress: Show a tqdm bar (images/s).
+        rank, world_size: This process and the number of processes (without ``engine``).
+        progress: Show a tqdm bar (images/s; shards and samples/s with the Ray engine).
+        engine: A ``ray_engine.RayEngine`` to build the shards on a Ray cluster, or None.
 
     Returns:
-        The final report (``report.json``) when ``world_size == 1``, else None.
+        The final report (``report.json``) when this call saw every shard built, else None.
 
     Raises:
         BuildError: Bad arguments or columns, settings that differ from those the folder's finished shards were
-            built with, a shard over ``max_skipped_fraction``, or (when finalising) an empty build or duplicate keys.
+            built with, a shard over ``max_skipped_fraction``, or (when finalising) an empty build or duplicate keys;
+            with the Ray engine also no Ray, an unreachable cluster, or a shard whose workers kept dying.
     """
     _check_arguments(num_augmentations=num_augmentations, num_synthetic_captions=num_synthetic_captions,
                      num_shards=num_shards, samples_per_shard=samples_per_shard, batch_size=batch_size,
                      num_workers=num_workers, aug_resolution=aug_resolution, min_image_size=min_image_size,
                      rank=rank, world_size=world_size, max_skipped_fraction=max_skipped_fraction)
+    if not teachers:
+        raise BuildError("at least one teacher is needed")
+    if engine is None and any(isinstance(model, str) for model in (*teachers, captioner)):
+        raise BuildError("teacher and captioner specs are loaded by the Ray engine's workers; for a build in this "
+                         "process pass the models (load_teacher, load_captioner)")
+    if engine is not None and world_size > 1:
+        raise BuildError(f"the Ray engine dispatches every shard from one driver process, got world_size "
+                         f"{world_size}: run it once (python -m dataset_builder, not accelerate launch)")
     if captioner is None and syn_captions_column is None and num_synthetic_captions:
         raise BuildError("no captioner and no syn_captions_column: pass one, or num_synthetic_captions=0")
     if captioner is not None and syn_captions_column is not None:  # the captioner's captions would replace them
@@ -462,42 +539,50 @@ def build_reinforced_dataset(
         "first_row": _row_digest(_first_row(dataset), list(columns.values()), image_column),
         "columns": columns, **(input_options or {}),
     }
-    ensemble = TeacherEnsemble(teachers, aug_resolution)
     plan = plan_shards(dataset, num_shards, samples_per_shard)
-    num_shards = plan.num_shards
-    metadata = ReinforcementMetadata(
-        num_augmentations=num_augmentations, num_synthetic_captions=num_synthetic_captions,
-        teachers=tuple(TeacherInfo(**t) for t in ensemble.metadata()), dtype=dtype,
-        augmentation=AugmentationInfo(scale=tuple(crop_scale), magnitude=rand_augment_magnitude,
-                                      teacher_resolution=aug_resolution),
-        seed=seed, source=source,
-        captioner=getattr(captioner, "name", None) or (f"column {syn_captions_column!r}" if syn_captions_column
-                                                       else None),
-        license=license)
-    settings = {"metadata": metadata.to_dict(), "num_shards": num_shards, "store_images": store_images,
-                "min_image_size": min_image_size, "captioner": getattr(captioner, "name", None),
-                "syn_captions_column": syn_captions_column, "key_column": key_column, "input": input_fingerprint}
-    os.makedirs(os.path.join(output_dir, DATA_DIR), exist_ok=True)
-    _check_fingerprint(output_dir, settings)
-    # Only this process's shards: another process may be writing its own temporary files right now.
-    for stale in _temporaries(output_dir, range(rank, num_shards, world_size), num_shards):
-        logger.info("removing %s, left by an interrupted build", stale)
-        os.remove(stale)
-    features = metadata.features(store_images)
-    cfg = PrepConfig(image_column=image_column, caption_column=caption_column, views=ensemble.views,
-                     num_augmentations=num_augmentations, seed=seed, aug_resolution=aug_resolution,
-                     crop_scale=tuple(crop_scale), rand_augment_magnitude=rand_augment_magnitude,
-                     key_column=key_column, url_column=url_column, syn_captions_column=syn_captions_column,
-                     num_synthetic_captions=num_synthetic_captions, min_image_size=min_image_size,
-                     keep_pil=captioner is not None, source=source)
-    todo = [s for s in range(rank, num_shards, world_size) if not os.path.exists(shard_path(output_dir, s, num_shards))]
+
+    def setup(models: ModelInfo) -> BuildJob:
+        """The build's metadata and settings once the models are known; checks the folder's fingerprint."""
+        metadata = ReinforcementMetadata(
+            num_augmentations=num_augmentations, num_synthetic_captions=num_synthetic_captions,
+            teachers=models.teachers, dtype=dtype,
+            augmentation=AugmentationInfo(scale=tuple(crop_scale), magnitude=rand_augment_magnitude,
+                                          teacher_resolution=aug_resolution),
+            seed=seed, source=source,
+            captioner=models.captioner or (f"column {syn_captions_column!r}" if syn_captions_column else None),
+            license=license)
+        settings = {"metadata": metadata.to_dict(), "num_shards": plan.num_shards, "store_images": store_images,
+                    "min_image_size": min_image_size, "captioner": models.captioner,
+                    "syn_captions_column": syn_captions_column, "key_column": key_column, "input": input_fingerprint}
+        os.makedirs(os.path.join(output_dir, DATA_DIR), exist_ok=True)
+        _check_fingerprint(output_dir, settings)
+        cfg = PrepConfig(image_column=image_column, caption_column=caption_column, views=models.views,
+                         num_augmentations=num_augmentations, seed=seed, aug_resolution=aug_resolution,
+                         crop_scale=tuple(crop_scale), rand_augment_magnitude=rand_augment_magnitude,
+                         key_column=key_column, url_column=url_column, syn_captions_column=syn_captions_column,
+                         num_synthetic_captions=num_synthetic_captions, min_image_size=min_image_size,
+                         keep_pil=captioner is not None, source=source)
+        return BuildJob(plan, output_dir, metadata, metadata.features(store_images), cfg, batch_size, num_workers,
+                        max_skipped_fraction)
+
+    if engine is None:
+        _build_here(setup(ModelInfo.of(teachers, captioner)), teachers, captioner, rank, world_size, progress)
+    else:
+        engine.run(setup, teachers, captioner, num_loader_workers=num_workers, progress=progress)
+    return finalize_dataset(output_dir) if engine is not None or world_size == 1 else None
+
+
+def _build_here(job: BuildJob, teachers: Sequence[Teacher], captioner: Any, rank: int, world_size: int,
+                progress: bool) -> None:
+    """Build this process's unfinished shards: shard i is rank ``i % world_size``'s."""
+    mine = range(rank, job.num_shards, world_size)
+    job.remove_temporaries(mine)
+    todo = [s for s in mine if not job.is_done(s)]
+    ensemble = TeacherEnsemble(teachers, job.cfg.aug_resolution)
     with tqdm(desc=f"rank {rank}: {len(todo)} shards", unit="img", disable=not progress) as bar:
         for shard in todo:
-            batches = _prepared(plan, shard, cfg, batch_size, num_workers)
-            build_shard(shard, num_shards, batches, ensemble, captioner, features, output_dir, metadata, bar,
-                        max_skipped_fraction)
-    return finalize_dataset(output_dir) if world_size == 1 else None
+            job.build(shard, ensemble, captioner, bar)
 
 
-__all__ = ["DEFAULT_MAX_SKIPPED_FRACTION", "BuildError", "ShardPlan", "build_reinforced_dataset", "build_shard",
-           "check_input", "plan_shards", "reinforce_batch"]
+__all__ = ["DEFAULT_MAX_SKIPPED_FRACTION", "BuildError", "BuildJob", "ModelInfo", "ShardPlan",
+           "build_reinforced_dataset", "build_shard", "check_input", "plan_shards", "reinforce_batch"]

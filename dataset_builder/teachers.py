@@ -312,6 +312,15 @@ class TeacherEnsemble:
         return [t.metadata() for t in self.teachers]
 
 
+MODEL_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def model_dtype(name: str | None, device: str | torch.device) -> torch.dtype:
+    """The dtype teachers and captioner run in: ``name`` (a key of ``MODEL_DTYPES``), by default float16 on GPU and
+    float32 on CPU."""
+    return MODEL_DTYPES[name or ("float16" if torch.device(device).type == "cuda" else "float32")]
+
+
 def load_teacher(spec: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> Teacher:
     """Build a teacher from a CLI spec: ``openclip:<model>:<pretrained>`` or ``hf:<hub id or folder>``."""
     kind, _, rest = spec.partition(":")
@@ -324,6 +333,7 @@ def load_teacher(spec: str, device: str | torch.device = "cpu", dtype: torch.dty
 
 
 __all__ = [
+    "MODEL_DTYPES",
     "OpenCLIPTeacher",
     "PaddedTokenizer",
     "Teacher",
@@ -331,6 +341,7 @@ __all__ = [
     "TransformersTeacher",
     "embedding_dim",
     "load_teacher",
+    "model_dtype",
     "replay_for_teacher",
     "replay_views",
     "text_context_length",
