@@ -12,7 +12,7 @@ EXAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 def _example_module(name: str):
     """The example's `<name>.py`, imported under its own name as its scripts see it (their folder is on their
-    sys.path), so that demo's `from captions import ...` finds this one."""
+    sys.path), so that demo's `from captions import ...` and `from pretrain import ...` find these."""
     path = os.path.join(EXAMPLE, f"{name}.py")
     if getattr(sys.modules.get(name), "__file__", None) != path:
         spec = importlib.util.spec_from_file_location(name, path)
@@ -22,7 +22,9 @@ def _example_module(name: str):
     return sys.modules[name]
 
 
-captions, demo = _example_module("captions"), _example_module("demo")
+captions = _example_module("captions")
+_example_module("prepare"), _example_module("pretrain")  # demo.py imports them
+demo = _example_module("demo")
 ALT_TEXTS, CLASS_NAMES, TEMPLATES = captions.ALT_TEXTS, captions.CLASS_NAMES, captions.TEMPLATES
 WEB_MIXTURE, caption_class, web_captions = captions.WEB_MIXTURE, captions.caption_class, captions.web_captions
 PRETRAINED, verify_checksums = demo.PRETRAINED, demo.verify_checksums

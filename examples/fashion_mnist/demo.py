@@ -47,24 +47,19 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
 from datasets import load_dataset  # noqa: E402
 
-HERE = os.path.dirname(os.path.abspath(__file__))  # on sys.path when run as a script: `captions` is found there
+HERE = os.path.dirname(os.path.abspath(__file__))  # on sys.path when run as a script: `captions`, `pretrain`
 ROOT = os.path.dirname(os.path.dirname(HERE))
+
+from modeling_mobileclip.atomic import write_json  # noqa: E402
 
 from captions import CLASS_NAMES, TEMPLATES, WEB_MIXTURE, caption_class, web_captions  # noqa: E402
 
-from modeling_mobileclip.atomic import write_json  # noqa: E402
+# The student shares the teachers' image size, text tower and augmentation family (crop scale, RandAugment magnitude).
+from pretrain import CROP_SCALE, IMAGE_SIZE, MAGNITUDE, mobileclip_processor, model_config  # noqa: E402
 
 PRETRAINED = os.path.join(HERE, "pretrained")
 TEACHERS = ("teacher_mci_seed0", "teacher_mci_seed1")
 CAPTIONER = "captioner"
-IMAGE_SIZE = 28
-CONTEXT_LENGTH = 20  # as the teachers' (pretrain.py): the longest caption is 13 tokens
-# The augmentation family the teachers were trained on (pretrain.py): crops of 60-100% of the 28-px image, then
-# RandAugment with 2 ops. The stored views use magnitude 3 of 31 rather than DataCompDR's 9, which is harsh on
-# 28 pixels: a student distilled on them ends 3 points higher on the clean test images (63.4% vs 60.2%, one seed,
-# 480 steps), and the teachers score 74% rather than 72% on the views.
-CROP_SCALE = (0.6, 1.0)
-RAND_AUGMENT_MAGNITUDE = 3
 # The student: a ViT smaller than both teachers (4x4-px patches, width 48, 2 blocks) with their small text tower.
 STUDENT = dict(architecture="vit_tiny_patch16_224",
                model_args={"patch_size": 4, "embed_dim": 48, "depth": 2, "num_heads": 2})
@@ -166,7 +161,7 @@ def reinforce(captioned: str, output: str, pretrained: str, num_augmentations: i
     report = build_reinforced_dataset(
         train.remove_columns(["label", "caption_kind"]), out, teachers=load_teachers(pretrained), captioner=captioner,
         key_column="key", num_augmentations=num_augmentations, num_synthetic_captions=num_captions,
-        aug_resolution=IMAGE_SIZE, crop_scale=CROP_SCALE, rand_augment_magnitude=RAND_AUGMENT_MAGNITUDE,
+        aug_resolution=IMAGE_SIZE, crop_scale=CROP_SCALE, rand_augment_magnitude=MAGNITUDE,
         samples_per_shard=3000, batch_size=100, progress=False,
     )
     print(f"[reinforce] {report['rows_out'] if 'rows_out' in report else report}")
@@ -241,24 +236,10 @@ def synthetic_caption_stats(reinforced: str, captioned: str) -> dict:
 
 def student_init(output: str) -> str:
     """A config-only model folder (and processor): `training_function` initialises it from its seed."""
-    from modeling_mobileclip import (
-        MobileCLIPConfig,
-        MobileCLIPImageProcessor,
-        MobileCLIPProcessor,
-        MobileCLIPTextConfig,
-        MobileCLIPTokenizer,
-        MobileCLIPVisionConfig,
-    )
-
     path = os.path.join(output, "init", "student")
     if not os.path.exists(os.path.join(path, "config.json")):
-        text = MobileCLIPTextConfig(hidden_size=32, intermediate_size=128, num_hidden_layers=2, num_attention_heads=1,
-                                    projection_dim=128, max_position_embeddings=CONTEXT_LENGTH)
-        vision = MobileCLIPVisionConfig(image_size=IMAGE_SIZE, projection_dim=128, **STUDENT)
-        MobileCLIPConfig(text_config=text, vision_config=vision, projection_dim=128).save_pretrained(path)
-        image_processor = MobileCLIPImageProcessor(size={"shortest_edge": IMAGE_SIZE},
-                                                   crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}, resample=2)
-        MobileCLIPProcessor(image_processor, MobileCLIPTokenizer(model_max_length=CONTEXT_LENGTH)).save_pretrained(path)
+        model_config(dict(image_size=IMAGE_SIZE, **STUDENT)).save_pretrained(path)
+        mobileclip_processor(IMAGE_SIZE).save_pretrained(path)
     return path
 
 
@@ -521,7 +502,7 @@ def main() -> None:
     results["settings"] = {"student_steps": steps, "baseline_steps": BASELINE_FACTOR * steps,
                            "batch_size": BATCH_SIZE, "num_augmentations": args.num_augmentations,
                            "num_captions": args.num_captions, "seeds": args.seeds, "threads": args.threads,
-                           "crop_scale": list(CROP_SCALE), "rand_augment_magnitude": RAND_AUGMENT_MAGNITUDE,
+                           "crop_scale": list(CROP_SCALE), "rand_augment_magnitude": MAGNITUDE,
                            "learning_rate": LEARNING_RATE, "images": n_images}
     write_json(os.path.join(args.output, "results.json"), results)
     print(f"timings (s): {results['timings_s']}")

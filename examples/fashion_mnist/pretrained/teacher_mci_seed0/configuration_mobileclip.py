@@ -60,9 +60,15 @@ VARIANTS = {
 VARIANTS["mobileclip-b-lt"] = VARIANTS["mobileclip-b"]
 
 
+def normalize_variant(name: str) -> str:
+    """The `VARIANTS` key spelling of a variant name: lower case, `-` for `_` (`"MobileCLIP2_L14"` ->
+    `"mobileclip2-l14"`). Not checked against the table: `name in VARIANTS` after this tells whether it is one."""
+    return name.lower().replace("_", "-")
+
+
 def get_variant(name: str) -> dict:
     """Returns the table entry of a released variant, with an error listing the valid names."""
-    key = name.lower().replace("_", "-")
+    key = normalize_variant(name)
     if key not in VARIANTS:
         raise ValueError(f"Unknown MobileCLIP variant {name!r}. Valid variants: {', '.join(VARIANTS)}.")
     return VARIANTS[key]
@@ -191,7 +197,7 @@ class MobileCLIPConfig(PreTrainedConfig):
             text_config=MobileCLIPTextConfig(**entry["text"]),
             vision_config=MobileCLIPVisionConfig(**entry["vision"]),
             projection_dim=entry["projection_dim"],
-            variant=name.lower().replace("_", "-"),
+            variant=normalize_variant(name),
             **kwargs,
         )
 
@@ -202,6 +208,7 @@ __all__ = [
     "MobileCLIPVisionConfig",
     "VARIANTS",
     "get_variant",
+    "normalize_variant",
     "OPENAI_CLIP_MEAN",
     "OPENAI_CLIP_STD",
 ]

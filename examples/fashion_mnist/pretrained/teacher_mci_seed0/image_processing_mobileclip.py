@@ -31,17 +31,24 @@ MAX_RESIZED_PIXELS = 1 << 22
 
 
 def check_images(images) -> None:
-    """Raises a clear error for an empty list or anything that is not an image, a path/URL, or a list of them."""
+    """Raises a clear error for an empty list, a list holding no image at all, or anything that is not an image, a
+    path/URL, or a (nested) list of them. Inner lists may be empty (`[[], [image]]`: a sample without an image, as
+    multimodal processors batch them); the images are then flattened, as transformers does."""
+    if isinstance(images, (list, tuple)) and len(images) == 0:
+        raise ValueError("`images` is an empty list: pass at least one image.")
+    if _count_images(images) == 0:
+        raise ValueError("`images` holds only empty lists: pass at least one image.")
+
+
+def _count_images(images) -> int:
     if isinstance(images, (list, tuple)):
-        if len(images) == 0:
-            raise ValueError("`images` is an empty list: pass at least one image.")
-        for image in images:
-            check_images(image)
-    elif not (is_valid_image(images) or isinstance(images, str)):
+        return sum(_count_images(image) for image in images)
+    if not (is_valid_image(images) or isinstance(images, str)):
         raise TypeError(
             "Images must be PIL images, NumPy arrays, torch tensors, file paths or URLs (or a list of them), "
             f"got {type(images).__name__}."
         )
+    return 1
 
 
 def to_8bit(image: PIL.Image.Image) -> PIL.Image.Image:
@@ -130,7 +137,84 @@ def _check_array(image) -> None:
         raise ValueError("Image contains NaN or infinite values.")
 
 
-class MobileCLIPImageProcessor(CLIPImageProcessorPil):
+def crop_region_box(height: int, width: int, size, resample, crop_size) -> tuple[float, ...] | None:
+    """The source region (PIL's `box`) of the centre crop of the shortest-edge resize of a `height` x `width`
+    image, when the whole resized image would exceed `MAX_RESIZED_PIXELS`; `None` otherwise, and for settings other
+    than a shortest-edge resize with a PIL filter, when the whole image is resized."""
+    if not (size.shortest_edge and not size.longest_edge and isinstance(resample, (PILImageResampling, int))):
+        return None
+    new_height, new_width = get_resize_output_image_size(
+        np.empty((1, height, width), dtype=np.uint8), size.shortest_edge, default_to_square=False,
+        input_data_format=ChannelDimension.FIRST,
+    )
+    if (new_height * new_width <= MAX_RESIZED_PIXELS or new_height < crop_size.height
+            or new_width < crop_size.width):
+        return None
+    # The crop box of `center_crop`, mapped back to source pixels.
+    top = round((new_height - crop_size.height) / 2)
+    left = round((new_width - crop_size.width) / 2)
+    y_scale, x_scale = height / new_height, width / new_width
+    return (left * x_scale, top * y_scale, min(width, (left + crop_size.width) * x_scale),
+            min(height, (top + crop_size.height) * y_scale))
+
+
+def resize_crop_region(image: np.ndarray, size, resample, crop_size) -> np.ndarray | None:
+    """The centre crop of the shortest-edge resize of a channel-first `image`, computed by resizing only the crop's
+    region of the source (`crop_region_box`) with PIL; `None` when the whole image is to be resized. Agrees with the
+    full resize to within a few levels: the filter reads the same source pixels."""
+    box = crop_region_box(*image.shape[-2:], size, resample, crop_size)
+    if box is None:
+        return None
+    rescaled = _rescale_for_pil_conversion(image)  # float input in [0, 1], as transformers' resize
+    pil = to_pil_image(image, do_rescale=rescaled, input_data_format=ChannelDimension.FIRST)
+    crop = np.array(pil.resize((crop_size.width, crop_size.height), resample=resample, box=box))
+    crop = np.moveaxis(crop[..., None] if crop.ndim == 2 else crop, -1, 0)
+    return np_rescale(crop, 1 / 255) if rescaled else crop
+
+class MobileCLIPImageInputs:
+    """Input handling of both MobileCLIP image processors (PIL and torchvision backends), placed before the backend
+    class in the bases: inputs checked with errors that name the problem, paths opened without clipping 16-bit files,
+    PIL images converted as the reference pipelines convert them; and the defaults both share (MobileCLIP-S0/S1/S2's:
+    shortest edge 256, bilinear, 256x256 centre crop, no mean/std)."""
+
+    resample = PILImageResampling.BILINEAR
+    image_mean = None
+    image_std = None
+    size = {"shortest_edge": 256}
+    crop_size = {"height": 256, "width": 256}
+    do_normalize = False
+
+    def _prepare_images_structure(self, images, expected_ndims: int = 3):
+        # Checked before transformers flattens the input, whose own errors do not say what was wrong.
+        check_images(images)
+        return super()._prepare_images_structure(images, expected_ndims=expected_ndims)
+
+    def fetch_images(self, image_url_or_urls):
+        # transformers' `load_image` converts to RGB while loading, which clips 16-bit files; `open_image` does not.
+        if isinstance(image_url_or_urls, (list, tuple)):
+            return [self.fetch_images(x) for x in image_url_or_urls]
+        if isinstance(image_url_or_urls, str):
+            return open_image(image_url_or_urls)
+        return super().fetch_images(image_url_or_urls)
+
+    def process_image(self, image, do_convert_rgb: bool | None = None, **kwargs):
+        _check_array(image)
+        if isinstance(image, PIL.Image.Image):
+            image = to_rgb(image) if do_convert_rgb else to_8bit(image)
+        return super().process_image(image, do_convert_rgb=do_convert_rgb, **kwargs)
+
+    def center_crop(self, image, size, **kwargs):
+        # torchvision's CenterCrop (Apple, open_clip) puts the crop at round(excess / 2), half to even; transformers
+        # floors it. They differ by one pixel when the excess is odd and its half rounds up, e.g. a 1000x255 image
+        # resized to 1003x256 (offset 374 vs 373). Images smaller than the crop need padding: left to transformers.
+        height, width = image.shape[-2:]
+        if height < size.height or width < size.width:
+            return super().center_crop(image, size, **kwargs)
+        top, left = round((height - size.height) / 2), round((width - size.width) / 2)
+        return image[..., top : top + size.height, left : left + size.width]
+
+
+class MobileCLIPImageProcessor(MobileCLIPImageInputs, CLIPImageProcessorPil):
     r"""Image processor of the MobileCLIP and MobileCLIP2 checkpoints.
 
     The defaults are those of MobileCLIP-S0/S1/S2 (and MobileCLIP2-S0/S2): shortest edge resized to 256 with bilinear
@@ -159,12 +243,6 @@ class MobileCLIPImageProcessor(CLIPImageProcessorPil):
     ```
     """
 
-    resample = PILImageResampling.BILINEAR
-    image_mean = None
-    image_std = None
-    size = {"shortest_edge": 256}
-    crop_size = {"height": 256, "width": 256}
-    do_normalize = False
 
     @classmethod
     def from_variant(cls, name: str, **kwargs) -> "MobileCLIPImageProcessor":
@@ -186,25 +264,6 @@ class MobileCLIPImageProcessor(CLIPImageProcessorPil):
             settings.update(image_mean=list(preprocess["image_mean"]), image_std=list(preprocess["image_std"]))
         return cls(**{**settings, **kwargs})
 
-    def _prepare_images_structure(self, images, expected_ndims: int = 3):
-        # Checked before transformers flattens the input, whose own errors do not say what was wrong.
-        check_images(images)
-        return super()._prepare_images_structure(images, expected_ndims=expected_ndims)
-
-    def fetch_images(self, image_url_or_urls):
-        # transformers' `load_image` converts to RGB while loading, which clips 16-bit files; `open_image` does not.
-        if isinstance(image_url_or_urls, (list, tuple)):
-            return [self.fetch_images(x) for x in image_url_or_urls]
-        if isinstance(image_url_or_urls, str):
-            return open_image(image_url_or_urls)
-        return super().fetch_images(image_url_or_urls)
-
-    def process_image(self, image, do_convert_rgb: bool | None = None, **kwargs):
-        _check_array(image)
-        if isinstance(image, PIL.Image.Image):
-            image = to_rgb(image) if do_convert_rgb else to_8bit(image)
-        return super().process_image(image, do_convert_rgb=do_convert_rgb, **kwargs)
-
     def _preprocess(self, images, do_resize, size, resample, do_center_crop, crop_size, **kwargs):
         # Resize and crop together, so that an extreme aspect ratio never materialises its whole resized image.
         if do_resize and do_center_crop:
@@ -215,36 +274,21 @@ class MobileCLIPImageProcessor(CLIPImageProcessorPil):
 
     def _resize_and_center_crop(self, image: np.ndarray, size, resample, crop_size) -> np.ndarray:
         """`center_crop(resize(image))`; when the resized image would exceed `MAX_RESIZED_PIXELS`, only the crop's
-        region of the source is resized (PIL's `box`), which agrees with the full resize to within a few levels."""
-        height, width = image.shape[-2:]
-        if size.shortest_edge and not size.longest_edge and isinstance(resample, (PILImageResampling, int)):
-            new_height, new_width = get_resize_output_image_size(
-                image, size.shortest_edge, default_to_square=False, input_data_format=ChannelDimension.FIRST
-            )
-            if (new_height * new_width > MAX_RESIZED_PIXELS and new_height >= crop_size.height
-                    and new_width >= crop_size.width):
-                # The crop box of `center_crop`, mapped back to source pixels.
-                top = round((new_height - crop_size.height) / 2)
-                left = round((new_width - crop_size.width) / 2)
-                y_scale, x_scale = height / new_height, width / new_width
-                box = (left * x_scale, top * y_scale, min(width, (left + crop_size.width) * x_scale),
-                       min(height, (top + crop_size.height) * y_scale))
-                rescaled = _rescale_for_pil_conversion(image)  # float input in [0, 1], as transformers' resize
-                pil = to_pil_image(image, do_rescale=rescaled, input_data_format=ChannelDimension.FIRST)
-                crop = np.array(pil.resize((crop_size.width, crop_size.height), resample=resample, box=box))
-                crop = np.moveaxis(crop[..., None] if crop.ndim == 2 else crop, -1, 0)
-                return np_rescale(crop, 1 / 255) if rescaled else crop
+        region of the source is resized (`resize_crop_region`)."""
+        crop = resize_crop_region(image, size, resample, crop_size)
+        if crop is not None:
+            return crop
         return self.center_crop(self.resize(image, size=size, resample=resample), crop_size)
 
-    def center_crop(self, image, size, **kwargs):
-        # torchvision's CenterCrop (Apple, open_clip) puts the crop at round(excess / 2), half to even; transformers
-        # floors it. They differ by one pixel when the excess is odd and its half rounds up, e.g. a 1000x255 image
-        # resized to 1003x256 (offset 374 vs 373). Images smaller than the crop need padding: left to transformers.
-        height, width = image.shape[-2:]
-        if height < size.height or width < size.width:
-            return super().center_crop(image, size, **kwargs)
-        top, left = round((height - size.height) / 2), round((width - size.width) / 2)
-        return image[..., top : top + size.height, left : left + size.width]
 
 
-__all__ = ["MAX_RESIZED_PIXELS", "MobileCLIPImageProcessor", "check_images", "open_image", "to_8bit", "to_rgb"]
+__all__ = [
+    "MAX_RESIZED_PIXELS",
+    "MobileCLIPImageProcessor",
+    "check_images",
+    "crop_region_box",
+    "open_image",
+    "resize_crop_region",
+    "to_8bit",
+    "to_rgb",
+]

@@ -6,6 +6,7 @@ from transformers.processing_utils import ProcessingKwargs, Unpack
 from transformers.tokenization_utils_base import PreTokenizedInput, TextInput
 
 from .image_processing_mobileclip import MobileCLIPImageProcessor, check_images
+from .image_processing_mobileclip_fast import MobileCLIPImageProcessorFast
 from .tokenization_mobileclip import MobileCLIPTokenizer, check_text
 
 
@@ -14,6 +15,9 @@ class MobileCLIPProcessor(ProcessorMixin):
 
     By default text is padded to the tokenizer's `model_max_length` (77) with id 0 and truncated (`text_kwargs`):
     open_clip's ids. Any other padding gives the same embeddings (the model pads to 77 itself).
+
+    `from_pretrained(path, backend="torchvision")` loads the torchvision image processor
+    (`MobileCLIPImageProcessorFast`, within 1/255 of the PIL one for bilinear checkpoints) instead of the PIL one.
 
     Args:
         image_processor: the image processor of the checkpoint (see `MobileCLIPImageProcessor.from_variant`).
@@ -63,12 +67,29 @@ class MobileCLIPProcessor(ProcessorMixin):
             check_text(text)
         return super().__call__(images, text, *args, **kwargs)
 
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        # Saving with remote code sets `auto_map` on the processor itself (transformers' `custom_object_save`), and
+        # `to_dict` would then carry it: the processor after saving is the processor before (the file has auto_map).
+        had_auto_map = "auto_map" in self.__dict__
+        try:
+            return super().save_pretrained(save_directory, *args, **kwargs)
+        finally:
+            if not had_auto_map:
+                self.__dict__.pop("auto_map", None)
+
     @classmethod
     def _get_arguments_from_pretrained(cls, pretrained_model_name_or_path, processor_dict=None, **kwargs):
         # transformers resolves sub-processors through AutoImageProcessor / AutoTokenizer, which only know these classes
-        # once the package has registered them. Loading them directly also works for Hub remote code.
+        # once the package has registered them. Loading them directly also works for Hub remote code. The image
+        # processor's backend is chosen as AutoImageProcessor chooses it, with the PIL one as MobileCLIP's default.
+        backend, use_fast = kwargs.pop("backend", None), kwargs.pop("use_fast", None)
+        if backend is None and use_fast is not None:
+            backend = "torchvision" if use_fast else "pil"
+        if backend not in (None, "pil", "torchvision"):
+            raise ValueError(f"MobileCLIP image processors have the backends 'pil' and 'torchvision', not {backend!r}.")
+        image_processor_class = MobileCLIPImageProcessorFast if backend == "torchvision" else MobileCLIPImageProcessor
         return [
-            MobileCLIPImageProcessor.from_pretrained(pretrained_model_name_or_path, **kwargs),
+            image_processor_class.from_pretrained(pretrained_model_name_or_path, **kwargs),
             MobileCLIPTokenizer.from_pretrained(pretrained_model_name_or_path, **kwargs),
         ]
 
