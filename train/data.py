@@ -20,7 +20,8 @@ their teacher embeddings in `syn_text_emb_<name>` (M x D, same order). A regex o
 uniformly (among those non-empty in its row), then one caption of it.
 
 Every random choice is a function of (seed, epoch, sample id) only, never of the worker, the rank or a global RNG, so
-a resumed run sees the same samples as an uninterrupted one. Samples are decoded and augmented in DataLoader workers.
+a resumed run sees the same samples as an uninterrupted one. Samples are decoded and augmented in DataLoader workers,
+which read a batch's rows and tokenise its captions together (per-call costs dominated both one sample at a time).
 A corrupt sample (undecodable image, bad augmentation parameters, wrong embedding shape) is skipped and counted: the
 map-style dataset substitutes the next readable row, so every rank keeps the same batch size for the all-gather.
 A sample whose image is smaller than `filter_image_size` is skipped and counted the same way.
@@ -35,6 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 from datasets import Dataset, load_dataset, load_dataset_builder
 from datasets import Image as ImageFeature
@@ -77,6 +79,8 @@ REQUIRED_COLUMNS = {
 }
 # The map-style dataset gives up after this many consecutive unreadable rows: that is a broken dataset, not noise.
 MAX_CONSECUTIVE_CORRUPT = 64
+# A stream tokenises the captions of this many samples at a time (a map-style dataset: those of a batch).
+STREAM_TOKENIZE_CHUNK = 16
 _MAX_WARNINGS = 10
 # The CLIP baseline's RandomResizedCrop scale: open_clip's training default (`AugmentationCfg.scale`), with which the
 # paper's DataComp baselines were trained; reinforced samples replay their stored crops instead.
@@ -153,7 +157,7 @@ class ImageSpec:
     def to_tensor(self, image: Image.Image) -> torch.Tensor:
         """uint8 PIL image -> float (3, H, W) in [0, 1], normalised if the model was trained normalised."""
         pixels = TF.pil_to_tensor(image).float().div_(255.0)
-        return pixels if self.mean is None else TF.normalize(pixels, self.mean, self.std)
+        return pixels if self.mean is None else TF.normalize(pixels, self.mean, self.std, inplace=True)
 
 
 class Tokenize:
@@ -173,14 +177,16 @@ class Tokenize:
             self._cache.clear()
             missing = list(dict.fromkeys(texts))
         if missing:
+            # No attention mask: the models take none, and building it was about 30% of a call's time.
             ids = self.tokenizer(missing, padding="max_length", max_length=self.context_length, truncation=True,
-                                 return_tensors="pt")["input_ids"]
+                                 return_attention_mask=False, return_tensors="pt")["input_ids"]
             self._cache.update(zip(missing, ids))
         return torch.stack([self._cache[t] for t in texts])
 
 
 class SampleTransform:
-    """Turns one raw dataset row into model inputs; runs in DataLoader workers.
+    """Turns raw dataset rows into model inputs; runs in DataLoader workers. `prepare` does one row's image and random
+    choices, `tokenized` then a batch's captions at once; `__call__` does both for one row.
 
     Args:
         recipe: `"reinforced"`, `"clip"` or `"online_distill"`.
@@ -232,6 +238,11 @@ class SampleTransform:
         self.min_image_size = min_image_size
 
     def __call__(self, row: dict, uid: str, epoch: int) -> dict[str, torch.Tensor]:
+        """The model inputs of one row (the datasets below prepare a batch's rows, then tokenise them together)."""
+        return self.tokenized([self.prepare(row, uid, epoch)])[0]
+
+    def prepare(self, row: dict, uid: str, epoch: int) -> dict:
+        """The sample of one row, its captions still strings (under their token-id keys) for `tokenized`."""
         sample_seed = seed_for_key(f"{epoch}:{uid}", self.seed)
         generator = torch.Generator().manual_seed(sample_seed)
         image = decode_image(row[IMAGE])
@@ -244,7 +255,7 @@ class SampleTransform:
             # Plain CLIP baseline: open_clip's RandomResizedCrop, drawn from the per-sample generator.
             i, j, h, w = sample_crop((image.height, image.width), generator, scale=self.crop_scale)
             crop = TF.resized_crop(image, i, j, h, w, [self.student.size] * 2, _interpolation(self.student))
-            return {"pixel_values": self.student.to_tensor(crop), "input_ids": self.tokenize([caption])[0]}
+            return {"pixel_values": self.student.to_tensor(crop), "input_ids": caption}
         # online_distill: a fresh DataCompDR-style augmentation (RRC + RandAugment), shown to the student and, at the
         # teachers' resolution, to the teachers, like dataset_builder does offline. The caption draws come from the
         # generator, which the augmentation (seeded by sample_seed itself) does not use.
@@ -253,16 +264,26 @@ class SampleTransform:
         if self.syn_sets:
             syn_set, syn_idx, use_syn = self._synthetic_choice(row, generator, epoch)
             texts = self._mix([caption], [str(row[syn_set][syn_idx])], use_syn)
-        tokens, teacher_tokens = self.tokenize(texts), self.teacher_tokenize(texts)
         sample = {
             "pixel_values": self.student.to_tensor(self._replay(image, params, self.student)),
-            "input_ids": tokens[0],
+            "input_ids": texts[0],
             "teacher_pixel_values": self.teacher.to_tensor(self._replay(image, params, self.teacher)),
-            "teacher_input_ids": teacher_tokens[0],
+            "teacher_input_ids": texts[0],
         }
         if len(texts) > 1:  # the teachers embed the synthetic caption live, as the reinforced data stores it
-            sample.update(syn_input_ids=tokens[1], teacher_syn_input_ids=teacher_tokens[1])
+            sample.update(syn_input_ids=texts[1], teacher_syn_input_ids=texts[1])
         return sample
+
+    def tokenized(self, samples: list[dict]) -> list[dict]:
+        """`samples` from `prepare`, their captions replaced by token ids: one call of each tokenizer for all of them
+        (the call's fixed cost, in a loader worker, is most of the cost of one sample's two captions)."""
+        for tokenize, keys in ((self.tokenize, ("input_ids", "syn_input_ids")),
+                               (self.teacher_tokenize, ("teacher_input_ids", "teacher_syn_input_ids"))):
+            fields = [(sample, key) for sample in samples for key in keys if key in sample]
+            if fields:
+                for (sample, key), ids in zip(fields, tokenize([sample[key] for sample, key in fields]), strict=True):
+                    sample[key] = ids
+        return samples
 
     def _synthetic_choice(self, row: dict, generator: torch.Generator, epoch: int) -> tuple[str, int, bool]:
         """(set, caption index, whether it replaces the real caption) for this sample.
@@ -325,17 +346,18 @@ class SampleTransform:
             syn_set, syn_idx, use_syn = self._synthetic_choice(row, generator, epoch)
             texts = self._mix(texts, [str(row[syn_set][syn_idx])], use_syn)
             rows = self._mix(rows, [syn_emb[syn_set][syn_idx]], use_syn)
-        tokens, teacher = self.tokenize(texts), torch.from_numpy(np.stack([image_emb[aug_idx], *rows])).float()
-        if not torch.isfinite(teacher).all():
+        teacher = np.stack([image_emb[aug_idx], *rows])
+        if not np.isfinite(teacher).all():  # in the stored dtype: float32 keeps every inf and NaN
             raise ValueError("non-finite teacher embedding")
+        teacher = torch.from_numpy(teacher).float()
         sample = {
             "pixel_values": self.student.to_tensor(self._replay(image, aug_params[aug_idx], self.student)),
-            "input_ids": tokens[0],
+            "input_ids": texts[0],
             "teacher_image_embeds": teacher[0],
             "teacher_text_embeds": teacher[1],
         }
         if len(texts) > 1:
-            sample.update(syn_input_ids=tokens[1], teacher_syn_text_embeds=teacher[2])
+            sample.update(syn_input_ids=texts[1], teacher_syn_text_embeds=teacher[2])
         return sample
 
     @staticmethod
@@ -355,14 +377,17 @@ def _warn_corrupt(count: int, uid: str, error: Exception) -> None:
         logger.warning("Skipping %s sample %s: %s: %s", kind, uid, type(error).__name__, error)
 
 
-def _embedding_value(column: pa.ChunkedArray) -> np.ndarray:
-    """The one cell of a 1-row column of embedding rows as a `(rows, D)` array of the stored dtype (empty: `(0,)`).
+def _embedding_values(column: pa.ChunkedArray) -> list[np.ndarray]:
+    """Each cell of a column of embedding rows as a `(rows, D)` array of the stored dtype (`(0,)` if no cell has one).
 
-    Kept in the stored dtype (float16): the transform converts only the rows it picks to float32.
+    Kept in the stored dtype (float16): the transform converts only the rows it picks to float32. One Arrow-to-NumPy
+    copy for the whole column, split into cells.
     """
-    rows = column.combine_chunks().flatten()
+    cells = column.combine_chunks()
+    rows = cells.flatten()
     values = rows.flatten().to_numpy(zero_copy_only=False)
-    return values.reshape(len(rows), -1) if len(rows) else values
+    values = values.reshape(len(rows), -1) if len(rows) else values
+    return np.split(values, np.cumsum(pc.list_value_length(cells).to_numpy(zero_copy_only=False))[:-1])
 
 
 class ArrowRows:
@@ -370,7 +395,8 @@ class ArrowRows:
     Python values (strings, lists, `{"bytes", "path"}` images), as its numpy format gives them.
 
     datasets' numpy formatter converts a K x D embedding one row of D at a time, which cost a third of a loader
-    worker's time per sample; one flat Arrow-to-NumPy copy per column does not.
+    worker's time per sample; one flat Arrow-to-NumPy copy per column does not, and reading a batch's rows together
+    (`rows`) saves most of the per-row cost that remains.
     """
 
     def __init__(self, dataset: Dataset):
@@ -380,9 +406,15 @@ class ArrowRows:
         return len(self.table)
 
     def __getitem__(self, index: int) -> dict:
-        row = self.table[index]
-        return {name: _embedding_value(row.column(name)) if is_embedding_column(name) else row.column(name)[0].as_py()
-                for name in row.column_names}
+        return self.rows([index])[0]
+
+    def rows(self, indices: list[int]) -> list[dict]:
+        """The rows at `indices`, read together: one Arrow gather, and one conversion per column."""
+        table = self.table[indices]
+        names = table.column_names
+        columns = [_embedding_values(table[name]) if is_embedding_column(name) else table[name].to_pylist()
+                   for name in names]
+        return [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
 
 
 class MapStyleDataset(torch.utils.data.Dataset):
@@ -403,10 +435,24 @@ class MapStyleDataset(torch.utils.data.Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> dict:
+        return self.__getitems__([index])[0]
+
+    def __getitems__(self, indices: list[int]) -> list[dict]:
+        """The samples at `indices`, which torch's fetcher asks for a batch at a time: their rows read together,
+        prepared one by one, their captions then tokenised together (`SampleTransform.tokenized`)."""
+        if isinstance(self.dataset, ArrowRows):
+            rows = self.dataset.rows(indices)
+        else:  # any sequence of rows
+            rows = [self.dataset[index] for index in indices]
+        return self.transform.tokenized([self._prepare(index, row) for index, row in zip(indices, rows)])
+
+    def _prepare(self, index: int, row: dict) -> dict:
+        """The sample of row `index`, or of the next readable row after it."""
         for offset in range(MAX_CONSECUTIVE_CORRUPT):
             row_index = (index + offset) % len(self.dataset)
             try:
-                sample = self.transform(self.dataset[row_index], str(row_index), self.epoch)
+                sample = self.transform.prepare(row if offset == 0 else self.dataset[row_index], str(row_index),
+                                                self.epoch)
             except Exception as error:  # any unreadable row is data noise; the training must go on
                 self._skipped += 1
                 _warn_corrupt(self._skipped, f"row {row_index}", error)
@@ -427,7 +473,7 @@ class StreamingDataset(torch.utils.data.IterableDataset):
         self.dataset, self.transform = dataset, transform
 
     def __iter__(self):
-        skipped, epoch, position = 0, 0, 0
+        skipped, epoch, position, prepared = 0, 0, 0, []
         while True:
             self.dataset.set_epoch(epoch)  # reshuffles shard order and buffer with seed + epoch
             empty = True
@@ -436,13 +482,18 @@ class StreamingDataset(torch.utils.data.IterableDataset):
                 uid = str(row[KEY]) if KEY in row else f"{epoch}:{position}"
                 position += 1
                 try:
-                    sample = self.transform(row, uid, epoch)
+                    sample = self.transform.prepare(row, uid, epoch)
                 except Exception as error:
                     skipped += 1
                     _warn_corrupt(skipped, uid, error)
                     continue
-                yield {**sample, "num_skipped": skipped}
+                prepared.append({**sample, "num_skipped": skipped})
                 skipped = 0
+                if len(prepared) == STREAM_TOKENIZE_CHUNK:
+                    yield from self.transform.tokenized(prepared)
+                    prepared = []
+            yield from self.transform.tokenized(prepared)  # the epoch's last samples
+            prepared = []
             if empty:  # a worker with no shard of its own: stop instead of spinning
                 return
             epoch += 1
