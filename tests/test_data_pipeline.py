@@ -1,15 +1,19 @@
-"""The training data pipeline of train/data.py: every sample is its stored augmentation replayed exactly (pixels
-equal to a direct `apply_augmentation` of the stored parameters, token ids equal to the tokenizer's), one row at a
-time, a batch at a time and streamed."""
+"""The training data pipeline of train/data.py: by default every sample is its stored augmentation replayed exactly
+(pixels equal to a direct `apply_augmentation` of the stored parameters, token ids equal to the tokenizer's), one row
+at a time, a batch at a time and streamed; `fast_jpeg_decode` decodes JPEGs at reduced size only where the crop box
+allows it, within the deviation documented in `SourceImage`."""
 
+import contextlib
 import io
 import json
 import os
+import types
 
 import numpy as np
 import pytest
 import torch
 from datasets import Dataset
+from huggingface_hub.errors import StrictDataclassError
 from PIL import Image
 
 from dataset_builder.augment import AugmentationParams, apply_augmentation, compress, decompress, sample_augmentations
@@ -20,11 +24,18 @@ from train.data import (
     MapStyleDataset,
     Reinforcement,
     SampleTransform,
+    SourceImage,
     StreamingDataset,
     Tokenize,
     build_train_dataloader,
+    dct_scale,
     load_train_dataset,
+    replay,
 )
+from train.evaluate import load_model_and_processor
+from train.train import TrainConfig, build_train_data, load_config
+
+from conftest import tiny_config
 
 SIZE, K, N, DIMS = 48, 4, 2, (8, 8)  # student resolution; stored augmentations, synthetic captions, teacher widths
 HEIGHT, WIDTH = 240, 320
@@ -32,6 +43,9 @@ SPEC = ImageSpec(SIZE, "bicubic")
 TOKENIZER = MobileCLIPTokenizer()
 CONTEXT = 16
 INFO = Reinforcement(K, N, DIMS, (100.0, 100.0))
+# SourceImage's documented deviation of reduced decoding from the exact pixels, in 0-255 levels: the mean absolute
+# difference of one sample's crop (before RandAugment) and of the whole sample (after it).
+MAX_CROP_DEVIATION, MAX_SAMPLE_DEVIATION = 5.0, 12.0
 
 
 def natural_pixels(seed: int, height: int = HEIGHT, width: int = WIDTH) -> np.ndarray:
@@ -57,12 +71,13 @@ def rotated_jpeg(pixels: np.ndarray) -> bytes:
     return encode(pixels, exif=exif.tobytes())
 
 
-# Stored images: JPEGs, a grayscale JPEG, a PNG and a JPEG with an EXIF rotation.
+# Stored images: JPEGs (reducible), a grayscale JPEG, a PNG and a JPEG with an EXIF rotation (decoded in full).
 IMAGES = [encode(natural_pixels(i)) for i in range(6)] + [
     encode(natural_pixels(6), mode="L"),
     encode(natural_pixels(7), "PNG"),
     rotated_jpeg(natural_pixels(8)),
 ]
+REDUCIBLE = range(7)  # the rows fast_jpeg_decode may reduce
 
 
 def write_dataset(root: str) -> str:
@@ -94,8 +109,9 @@ def write_dataset(root: str) -> str:
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory):
     root = tmp_path_factory.mktemp("data_pipeline")
+    tiny_config().save_pretrained(root / "tiny")
     data, cache = write_dataset(str(root / "data")), str(root / "cache")
-    return {"root": root, "data": data, "cache": cache,
+    return {"root": root, "model": str(root / "tiny"), "data": data, "cache": cache,
             "rows": load_train_dataset(data, "train", "reinforced", False, 0, 4, 0, 1, cache)}
 
 
@@ -136,6 +152,13 @@ def assert_exact(sample: dict, row: dict) -> None:
     assert torch.equal(sample["syn_input_ids"], token_ids(row["syn_captions"][j]))
 
 
+def deviation(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Mean absolute difference of two [0, 1] images, in 0-255 levels."""
+    return float((a - b).abs().mean() * 255)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The default path: exact
 
 
 def test_samples_are_the_stored_augmentations_replayed_exactly(assets):
@@ -184,3 +207,101 @@ def test_loader_batches_and_streams_are_exact(assets):
         expected = transform()(rows[index], rows[index]["key"], 0)  # a stream's sample ids are the keys
         assert all(torch.equal(sample[k], expected[k]) for k in expected)
     assert sorted(row_of(s, rows) for s in streamed[:len(rows)]) == list(range(len(rows)))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# fast_jpeg_decode
+
+
+def test_dct_scale_is_the_largest_that_keeps_the_crop_at_least_the_output_size():
+    image = (600, 900)
+    assert dct_scale((0, 0, 95, 400), image, 48) == 1  # 95 < 2 x 48
+    assert dct_scale((0, 0, 96, 400), image, 48) == 2
+    assert dct_scale((10, 20, 200, 191), image, 48) == 2  # the shorter side decides: 191 < 4 x 48
+    assert dct_scale((10, 20, 200, 192), image, 48) == 4
+    assert dct_scale((0, 0, 600, 900), image, 48) == 8  # never beyond libjpeg's 1/8
+    assert dct_scale((0, 0, 600, 900), image, 256) == 2
+    assert dct_scale((0, 0, 600, 900), image, 301) == 1
+    for outside in ((1, 0, 600, 900), (0, -1, 400, 400), (0, 0, 0, 400), (400, 600, 300, 300)):
+        assert dct_scale(outside, image, 48) == 1  # decoded in full, where apply_augmentation refuses the box
+
+
+def test_reduced_decoding_only_where_the_crop_allows(assets):
+    rows = assets["rows"]
+    for index, row in enumerate(rows):
+        full = decode_image(row["image"])
+        exact, fast = SourceImage(row["image"]), SourceImage(row["image"], reduce=True)
+        assert (exact.width, exact.height) == (fast.width, fast.height) == full.size  # the boxes' coordinates
+        for params in map(decompress, json.loads(row["aug_params"])):
+            image, scale = exact.decode(params.crop, SIZE)
+            assert scale == 1 and image.tobytes() == full.tobytes()
+            image, scale = SourceImage(row["image"], reduce=True).decode(params.crop, SIZE)
+            allowed = dct_scale(params.crop, (full.height, full.width), SIZE) if index in REDUCIBLE else 1
+            assert scale == allowed
+            if scale == 1:  # no reduction: the exact pixels
+                assert image.size == full.size and image.tobytes() == full.tobytes()
+            else:  # pixel k covers source pixels [k s, (k + 1) s)
+                assert image.size == (-(-full.width // scale), -(-full.height // scale)) and image.mode == "RGB"
+    # Every crop this small is replayed from the full image, pixel for pixel.
+    row = rows[0]
+    small = AugmentationParams((10, 20, 2 * SIZE - 1, 150), ((("Rotate", 12.0), ("Equalize", 0.0))))
+    image, scale = SourceImage(row["image"], reduce=True).decode(small.crop, SIZE)
+    assert scale == 1 and torch.equal(SPEC.to_tensor(replay(image, scale, small, SPEC)), exact_replay(row, 0, small))
+
+
+def test_fast_decode_deviation_is_within_the_documented_bound(assets):
+    rows = assets["rows"]
+    crop_deviations, sample_deviations, scales = [], [], []
+    for index, row in enumerate(rows):
+        for params in map(decompress, json.loads(row["aug_params"])):
+            image, scale = SourceImage(row["image"], reduce=True).decode(params.crop, SIZE)
+            if scale == 1:
+                continue
+            scales.append(scale)
+            crop = AugmentationParams(params.crop, None)
+            crop_deviations.append(deviation(SPEC.to_tensor(replay(image, scale, crop, SPEC)),
+                                             exact_replay(row, 0, crop)))
+            sample_deviations.append(deviation(SPEC.to_tensor(replay(image, scale, params, SPEC)),
+                                               exact_replay(row, 0, params)))
+    assert sorted(set(scales)) == [2, 4] and len(scales) >= 10
+    assert max(crop_deviations) <= MAX_CROP_DEVIATION and max(sample_deviations) <= MAX_SAMPLE_DEVIATION
+    assert 0.5 < np.mean(crop_deviations) <= 3.0 and np.mean(sample_deviations) <= 4.0  # close, but not exact
+
+    # Through the transform: the same choices (augmentation, captions, embeddings) as the exact path; pixels equal
+    # where the crop allows no reduction, within the bound where it does.
+    exact, fast = MapStyleDataset(rows, transform()), MapStyleDataset(rows, transform(fast_jpeg_decode=True))
+    reduced = 0
+    for epoch in range(4):
+        exact.set_epoch(epoch)
+        fast.set_epoch(epoch)
+        for index, (a, b) in enumerate(zip(exact.__getitems__(list(range(len(rows)))),
+                                           fast.__getitems__(list(range(len(rows)))), strict=True)):
+            assert all(torch.equal(a[k], b[k]) for k in a if k not in ("pixel_values", "num_skipped"))
+            params = decompress(json.loads(rows[index]["aug_params"])[aug_index(a, rows[index])])
+            if index in REDUCIBLE and dct_scale(params.crop, (HEIGHT, WIDTH), SIZE) > 1:
+                reduced += 1
+                assert 0 < deviation(a["pixel_values"], b["pixel_values"]) <= MAX_SAMPLE_DEVIATION
+            else:
+                assert torch.equal(a["pixel_values"], b["pixel_values"])
+    assert reduced >= 5
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The config key
+
+
+def test_fast_jpeg_decode_config_key(assets, tmp_path):
+    assert TrainConfig(train_dataset="x").fast_jpeg_decode is False  # exact unless asked for
+    path = tmp_path / "config.yaml"
+    path.write_text(f"train_dataset: {assets['data']}\n")
+    assert load_config(str(path), ["fast_jpeg_decode=true"]).fast_jpeg_decode is True
+    for value in ("yes", 1, None):
+        with pytest.raises(StrictDataclassError, match="fast_jpeg_decode"):
+            TrainConfig(train_dataset="x", fast_jpeg_decode=value)
+    _, processor = load_model_and_processor(assets["model"], random_init=True)
+    stub = types.SimpleNamespace(main_process_first=contextlib.nullcontext, process_index=0, num_processes=1)
+    for value in (False, True):
+        cfg = TrainConfig(model=assets["model"], train_dataset=assets["data"], dataset_cache_dir=assets["cache"],
+                          num_workers=0, report_to=["none"], fast_jpeg_decode=value)
+        loader, _ = build_train_data(cfg, stub, processor, 4)
+        assert loader.dataset.transform.fast_jpeg_decode is value

@@ -25,9 +25,16 @@ which read a batch's rows and tokenise its captions together (per-call costs dom
 A corrupt sample (undecodable image, bad augmentation parameters, wrong embedding shape) is skipped and counted: the
 map-style dataset substitutes the next readable row, so every rank keeps the same batch size for the all-gather.
 A sample whose image is smaller than `filter_image_size` is skipped and counted the same way.
+
+Pixels are by default exactly those dataset_builder replayed for the teachers: the stored image decoded in full, then
+`dataset_builder.augment.apply_augmentation` at the student's size. `fast_jpeg_decode` trades that for speed: a JPEG
+whose crop box is at least twice the output size in both dims is decoded at 1/2, 1/4 or 1/8 of its size by libjpeg's
+DCT scaling (`SourceImage`), and the crop resized from there; the pixels then differ slightly from those the stored
+teacher embeddings were computed on (see `SourceImage`).
 """
 
 import functools
+import io
 import json
 import logging
 import os
@@ -41,12 +48,20 @@ import torch
 from datasets import Dataset, load_dataset, load_dataset_builder
 from datasets import Image as ImageFeature
 from datasets.distributed import split_dataset_by_node
-from PIL import Image
+from PIL import ExifTags, Image
 from torch.utils.data import default_collate
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
-from dataset_builder.augment import apply_augmentation, sample_augmentations, sample_crop, seed_for_key
+from dataset_builder.augment import (
+    AugmentationParams,
+    Crop,
+    apply_augmentation,
+    decompress,
+    sample_augmentations,
+    sample_crop,
+    seed_for_key,
+)
 from dataset_builder.schema import (
     AUG_PARAMS,
     CAPTION,
@@ -86,6 +101,10 @@ _MAX_WARNINGS = 10
 # paper's DataComp baselines were trained; reinforced samples replay their stored crops instead.
 CLIP_CROP_SCALE = (0.9, 1.0)
 DEFAULT_SYN_CAPTIONS_REGEX = f"^{SYN_CAPTIONS}$"  # the one set dataset_builder writes
+# libjpeg's DCT scaling factors (`Image.draft`), largest first: a JPEG decoded at 1/s of its size in each dim.
+JPEG_DCT_SCALES = (8, 4, 2)
+# EXIF orientations that datasets' decoding (hence `decode_image`) rotates or flips; the others leave pixels as stored.
+_TRANSPOSED_ORIENTATIONS = range(2, 9)
 
 
 class SkippedSample(ValueError):
@@ -184,6 +203,76 @@ class Tokenize:
         return torch.stack([self._cache[t] for t in texts])
 
 
+def dct_scale(crop: Crop, image_hw: tuple[int, int], output_size: int) -> int:
+    """The largest of `JPEG_DCT_SCALES` by which the crop box, reduced, is still at least `output_size` in both dims
+    (so still downscaled to the output, never upscaled); 1 if none is, or if the box is not inside the image."""
+    i, j, h, w = crop
+    if not (0 <= i and 0 <= j and 0 < h and 0 < w and i + h <= image_hw[0] and j + w <= image_hw[1]):
+        return 1  # decoded in full, where apply_augmentation reports the bad box
+    return next((s for s in JPEG_DCT_SCALES if min(h, w) >= s * output_size), 1)
+
+
+def _reducible_jpeg(value) -> Image.Image | None:
+    """The stored image opened (header read, nothing decoded), if it is a JPEG that `decode_image` would not rotate
+    or flip; otherwise None."""
+    data = value.get("bytes") if isinstance(value, dict) else value if isinstance(value, (bytes, bytearray)) else None
+    if data is None:
+        return None
+    image = Image.open(io.BytesIO(data))
+    if image.format != "JPEG" or image.getexif().get(ExifTags.Base.Orientation) in _TRANSPOSED_ORIENTATIONS:
+        return None
+    return image
+
+
+class SourceImage:
+    """A row's stored image: its size (that of the image its crop boxes refer to), and the pixels to crop from.
+
+    By default it is decoded in full by `decode_image`: the very image dataset_builder sampled the boxes on and
+    replayed them from, so the replay reproduces the teachers' pixels exactly. With `reduce` (`fast_jpeg_decode`), a
+    JPEG is only opened here (the header gives the size) and `decode` decodes it at 1/s of its size (`dct_scale`:
+    the box is at least s times the output size in both dims), which skips most of the inverse DCT and of the colour
+    conversion; other images, and JPEGs whose box allows no reduction, are decoded in full.
+
+    libjpeg's scaled inverse DCT is an area-like low-pass, not the antialias filter of the full-size resize, so the
+    pixels differ slightly from the exact ones, on which the stored teacher embeddings were computed. Measured on
+    natural images (a photo and 1/f noise, 48-256 px outputs; tests/test_data_pipeline.py checks the bounds): the
+    reduced crop's mean absolute difference is 1.1-2.4 levels of 255 on average and at most 5 in any sample (single
+    pixels at sharp edges up to about 60); after the stored RandAugment ops, which amplify some differences (Solarize
+    and Posterize flip pixels near their thresholds), 1.3-3.3 on average and at most 12 in any sample.
+    """
+
+    def __init__(self, value, reduce: bool = False):
+        self._value = value
+        self._opened = _reducible_jpeg(value) if reduce else None
+        self._full = decode_image(value) if self._opened is None else None
+        self.width, self.height = (self._opened if self._full is None else self._full).size
+
+    def decode(self, crop: Crop, output_size: int) -> tuple[Image.Image, int]:
+        """The image to replay `crop` from at up to `output_size`, and the factor it is reduced by (1: in full)."""
+        if self._full is not None:
+            return self._full, 1
+        scale = dct_scale(crop, (self.height, self.width), output_size)
+        if scale == 1:
+            return decode_image(self._value), 1
+        # PIL picks the largest DCT scale that keeps the image at least this size: exactly `scale`.
+        self._opened.draft(None, (self.width // scale, self.height // scale))
+        return decode_image(self._opened), scale
+
+
+def replay(image: Image.Image, scale: int, params: AugmentationParams, spec: ImageSpec) -> Image.Image:
+    """`params` replayed on `image` (the source image reduced `scale` times, `SourceImage.decode`) at `spec`'s size
+    and interpolation; with `scale` 1 exactly Apple's `reapply` (training/dr/transforms.py)."""
+    interpolation = _interpolation(spec)
+    if scale > 1:
+        # The box in reduced coordinates (pixel k covers source pixels [k s, (k + 1) s)), resized from there with
+        # sub-pixel precision; the stored ops then run on that output, replayed with a crop that is the whole image.
+        i, j, h, w = params.crop
+        box = (j / scale, i / scale, (j + w) / scale, (i + h) / scale)
+        image = image.resize((spec.size, spec.size), TF.pil_modes_mapping[interpolation], box=box)
+        params = AugmentationParams((0, 0, spec.size, spec.size), params.ops)
+    return apply_augmentation(image, params, spec.size, interpolation)
+
+
 class SampleTransform:
     """Turns raw dataset rows into model inputs; runs in DataLoader workers. `prepare` does one row's image and random
     choices, `tokenized` then a batch's captions at once; `__call__` does both for one row.
@@ -204,6 +293,8 @@ class SampleTransform:
         sample_sequential: the stored augmentation and the synthetic caption are number `epoch mod K` (resp. the
             set's size) instead of uniform draws; the set itself is still drawn, as in Apple's loader.
         min_image_size: skip (`SkippedSample`) images whose shorter side is smaller.
+        fast_jpeg_decode: decode JPEGs at reduced size where the crop allows (`SourceImage`): faster, pixels slightly
+            different from the exact replay's.
     """
 
     def __init__(
@@ -220,6 +311,7 @@ class SampleTransform:
         mix_synthetic_ratio: float | None = None,
         sample_sequential: bool = False,
         min_image_size: int | None = None,
+        fast_jpeg_decode: bool = False,
     ):
         self.recipe, self.student, self.tokenize, self.seed = recipe, student, tokenize, seed
         self.reinforcement, self.teacher, self.teacher_tokenize = reinforcement, teacher, teacher_tokenize
@@ -235,7 +327,7 @@ class SampleTransform:
             raise ValueError("mixing or sequential sampling of synthetic captions needs a set of them, got none "
                              f"(syn_sets {syn_sets}, recipe {recipe})")
         self.mix_synthetic_ratio, self.sample_sequential = mix_synthetic_ratio, sample_sequential
-        self.min_image_size = min_image_size
+        self.min_image_size, self.fast_jpeg_decode = min_image_size, fast_jpeg_decode
 
     def __call__(self, row: dict, uid: str, epoch: int) -> dict[str, torch.Tensor]:
         """The model inputs of one row (the datasets below prepare a batch's rows, then tokenise them together)."""
@@ -245,17 +337,17 @@ class SampleTransform:
         """The sample of one row, its captions still strings (under their token-id keys) for `tokenized`."""
         sample_seed = seed_for_key(f"{epoch}:{uid}", self.seed)
         generator = torch.Generator().manual_seed(sample_seed)
-        image = decode_image(row[IMAGE])
-        if self.min_image_size and min(image.size) < self.min_image_size:  # open_clip_v2.patch `filter_small_image`
+        image = SourceImage(row[IMAGE], reduce=self.fast_jpeg_decode)
+        if self.min_image_size and min(image.width, image.height) < self.min_image_size:  # `filter_small_image`
             raise SkippedSample(f"image {image.width}x{image.height} is smaller than {self.min_image_size}")
         caption = str(row[CAPTION])
         if self.recipe == "reinforced":
             return self._reinforced(row, image, caption, generator, epoch)
         if self.recipe == "clip":
             # Plain CLIP baseline: open_clip's RandomResizedCrop, drawn from the per-sample generator.
-            i, j, h, w = sample_crop((image.height, image.width), generator, scale=self.crop_scale)
-            crop = TF.resized_crop(image, i, j, h, w, [self.student.size] * 2, _interpolation(self.student))
-            return {"pixel_values": self.student.to_tensor(crop), "input_ids": caption}
+            crop = sample_crop((image.height, image.width), generator, scale=self.crop_scale)
+            (pixels,) = self._pixels(image, AugmentationParams(crop, None), self.student)
+            return {"pixel_values": pixels, "input_ids": caption}
         # online_distill: a fresh DataCompDR-style augmentation (RRC + RandAugment), shown to the student and, at the
         # teachers' resolution, to the teachers, like dataset_builder does offline. The caption draws come from the
         # generator, which the augmentation (seeded by sample_seed itself) does not use.
@@ -264,10 +356,11 @@ class SampleTransform:
         if self.syn_sets:
             syn_set, syn_idx, use_syn = self._synthetic_choice(row, generator, epoch)
             texts = self._mix([caption], [str(row[syn_set][syn_idx])], use_syn)
+        pixels, teacher_pixels = self._pixels(image, params, self.student, self.teacher)
         sample = {
-            "pixel_values": self.student.to_tensor(self._replay(image, params, self.student)),
+            "pixel_values": pixels,
             "input_ids": texts[0],
-            "teacher_pixel_values": self.teacher.to_tensor(self._replay(image, params, self.teacher)),
+            "teacher_pixel_values": teacher_pixels,
             "teacher_input_ids": texts[0],
         }
         if len(texts) > 1:  # the teachers embed the synthetic caption live, as the reinforced data stores it
@@ -320,7 +413,7 @@ class SampleTransform:
             found[syn_set] = emb
         return found
 
-    def _reinforced(self, row: dict, image: Image.Image, caption: str, generator: torch.Generator,
+    def _reinforced(self, row: dict, image: SourceImage, caption: str, generator: torch.Generator,
                     epoch: int) -> dict:
         info = self.reinforcement
         aug_params = json.loads(row[AUG_PARAMS])
@@ -350,8 +443,9 @@ class SampleTransform:
         if not np.isfinite(teacher).all():  # in the stored dtype: float32 keeps every inf and NaN
             raise ValueError("non-finite teacher embedding")
         teacher = torch.from_numpy(teacher).float()
+        (pixels,) = self._pixels(image, decompress(aug_params[aug_idx]), self.student)
         sample = {
-            "pixel_values": self.student.to_tensor(self._replay(image, aug_params[aug_idx], self.student)),
+            "pixel_values": pixels,
             "input_ids": texts[0],
             "teacher_image_embeds": teacher[0],
             "teacher_text_embeds": teacher[1],
@@ -361,10 +455,10 @@ class SampleTransform:
         return sample
 
     @staticmethod
-    def _replay(image: Image.Image, params, spec: ImageSpec) -> Image.Image:
-        # The same crop box, in source pixels, re-cropped at this model's size (Apple's `reapply` in
-        # `training/dr/transforms.py`).
-        return apply_augmentation(image, params, spec.size, _interpolation(spec))
+    def _pixels(image: SourceImage, params: AugmentationParams, *specs: ImageSpec) -> list[torch.Tensor]:
+        """The same crop box, in source pixels, replayed at each model's size: one decode for all of them."""
+        decoded, scale = image.decode(params.crop, max(spec.size for spec in specs))
+        return [spec.to_tensor(replay(decoded, scale, params, spec)) for spec in specs]
 
 
 def _interpolation(spec: ImageSpec) -> InterpolationMode:
@@ -611,6 +705,7 @@ def build_train_dataloader(
 __all__ = [
     "CLIP_CROP_SCALE",
     "DEFAULT_SYN_CAPTIONS_REGEX",
+    "JPEG_DCT_SCALES",
     "RECIPES",
     "REQUIRED_COLUMNS",
     "ImageSpec",
@@ -618,14 +713,17 @@ __all__ = [
     "Reinforcement",
     "SampleTransform",
     "SkippedSample",
+    "SourceImage",
     "StreamingDataset",
     "Tokenize",
     "build_train_dataloader",
     "check_columns",
     "collate",
+    "dct_scale",
     "decode_image",
     "load_rows",
     "load_train_dataset",
+    "replay",
     "synthetic_caption_sets",
     "synthetic_embedding_column",
 ]

@@ -103,6 +103,10 @@ class TrainConfig:
     num_workers: int = 4  # DataLoader workers per process (decoding and augmentation happen there)
     dataset_cache_dir: str | None = None  # datasets' Arrow cache for local folders (default: HF_DATASETS_CACHE)
     interpolation: Literal["bilinear", "bicubic", "nearest"] = "bicubic"  # student resize of the replayed crop
+    # Decode a JPEG at 1/2, 1/4 or 1/8 of its size (libjpeg's DCT scaling) when its crop box is at least that many
+    # times the input size in both dims: a faster loader, but the pixels then differ slightly from those the stored
+    # teacher embeddings were computed on (data.py `SourceImage`). Off: the stored augmentations replayed exactly.
+    fast_jpeg_decode: bool = False
     crop_scale: list[Number] = field(default_factory=lambda: list(CLIP_CROP_SCALE))  # clip recipe: RRC area range
     teacher_models: list[str] = field(default_factory=list)  # online_distill: teacher folders (same input size)
     teacher_logit_scale: Number | list[Number] | None = None  # None: reinforcement.json's, or 100 for online_distill
@@ -390,6 +394,7 @@ def build_train_data(cfg, accelerator, processor, batch_size, teacher_spec=None,
         cfg.recipe, student, tokenize, cfg.seed, reinforcement, teacher_spec, teacher_tokenize, cfg.crop_scale,
         syn_sets=syn_sets, mix_synthetic_ratio=cfg.mix_synthetic_ratio if cfg.mix_synthetic else None,
         sample_sequential=cfg.sample_sequential, min_image_size=cfg.filter_image_size,
+        fast_jpeg_decode=cfg.fast_jpeg_decode,
     )
     return build_train_dataloader(dataset, transform, batch_size, cfg.num_workers, streaming), reinforcement
 
