@@ -1,8 +1,9 @@
 """Training throughput: reinforced vs plain CLIP vs online distillation, same student and batch; data pipeline
-samples/s per worker. Prints a table, writes JSON and markdown. Run from the repository root:
+samples per CPU-second of one loader worker. Prints a table, writes JSON and markdown. Run from the repository root:
 
     python -m benchmarks.train_throughput                                 # CPU: S0 student, batch 16, B teachers
     python -m benchmarks.train_throughput --device cuda --batch-size 256 --teacher mobileclip-l14 --mixed-precision bf16
+    python -m benchmarks.train_throughput --data-only                     # re-measure the data pipeline alone
 
 Each recipe runs `train/train.py`'s `training_function` (data loading, forward, loss, backward, AdamW step: what a
 user's run does) for `--warmup + --steps` optimizer steps and reports the median of the logged per-step samples/s
@@ -10,7 +11,9 @@ after the warm-up. The data is a DataCompDR-shaped reinforced dataset of synthet
 augmentations, N=5 synthetic captions, two 768-d teachers), written by dataset_builder. Online distillation runs two
 `--teacher` models live on the same augmented images (the paper's teachers are two ViT-L/14 CLIPs:
 `mobileclip-l14` has that image and text tower). The data pipeline is timed alone, without a model: one DataLoader
-worker, samples/s, per recipe.
+worker per recipe, exact and with `fast_jpeg_decode`, in samples per CPU-second of the worker process (user + system
+time from its first batch to its last, over `--data-epochs` epochs): on a shared machine wall time measures the other
+processes as much as the loader. `--data-only` measures only that and keeps the training figures of `--out`.
 """
 
 import argparse
@@ -21,22 +24,38 @@ import statistics
 import tempfile
 import time
 
+import psutil
 import torch
 from accelerate import PartialState
 
 from benchmarks.common import device_name, reinforced_dataset, write_results
-from modeling_mobileclip import load_model_and_processor
+from dataset_builder.augment import decompress
+from modeling_mobileclip import VARIANTS, load_model_and_processor, normalize_variant
+from train.data import ImageSpec, SourceImage, dct_scale, load_train_dataset
 from train.train import TrainConfig, build_train_data, load_teachers, training_function
 
 RECIPES = ("reinforced", "clip", "online_distill")
 
 
-def run_config(recipe: str, data: str, args, work: str) -> TrainConfig:
+def teacher_folder(teacher: str, work: str) -> str:
+    """`--teacher` as train.py's `teacher_models` take it: a folder or Hub id as is, a variant name (the default) as a
+    randomly initialised model saved in `work` (train.py loads teachers with their weights; throughput does not
+    depend on them)."""
+    if os.path.exists(teacher) or normalize_variant(teacher) not in VARIANTS:
+        return teacher
+    folder = os.path.join(work, "teacher")
+    model, processor = load_model_and_processor(teacher, random_init=True)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+def run_config(recipe: str, data: str, args, work: str, teacher: str) -> TrainConfig:
     """The short training run of one recipe, logging every step."""
     return TrainConfig(
         model=args.student, recipe=recipe, train_dataset=data, global_batch_size=args.batch_size,
         train_steps=args.warmup + args.steps, warmup_steps=1, num_workers=args.num_workers,
-        mixed_precision=args.mixed_precision, teacher_models=[args.teacher] * 2 if recipe == "online_distill" else [],
+        mixed_precision=args.mixed_precision, teacher_models=[teacher] * 2 if recipe == "online_distill" else [],
         output_dir=os.path.join(work, recipe), report_to=["none"], log_every=1, save_every=0, save_total_limit=1,
     )
 
@@ -52,19 +71,39 @@ def train_samples_per_s(cfg: TrainConfig, args) -> dict:
             "wall_s": time.perf_counter() - start}
 
 
-def data_samples_per_s(cfg: TrainConfig) -> float:
-    """Samples/s of one DataLoader worker (decode, replay or crop, tokenise, collate) of train.py's own loader, no
-    model step."""
+def data_samples_per_cpu_s(cfg: TrainConfig, epochs: int) -> float:
+    """Samples per CPU-second of one DataLoader worker of train.py's own loader (decode, replay or crop, tokenise,
+    collate into shared memory), no model step: the worker's user + system time from its first batch (start-up and
+    lazy imports excluded) to its last, summed over `epochs` epochs (each a new worker)."""
     cfg = dataclasses.replace(cfg, num_workers=1)
     _, processor = load_model_and_processor(cfg.model, random_init=True)
     _, teacher_spec, teacher_tokenize = load_teachers(cfg, "cpu") if cfg.recipe == "online_distill" else (None,) * 3
     loader, _ = build_train_data(cfg, PartialState(), processor, cfg.global_batch_size, teacher_spec, teacher_tokenize)
-    batches = iter(loader)
-    next(batches)  # worker start-up
-    start, n = time.perf_counter(), 0
-    for batch in batches:
-        n += len(batch["pixel_values"])
-    return n / (time.perf_counter() - start)
+    samples, cpu_s = 0, 0.0
+    for epoch in range(epochs):
+        loader.dataset.set_epoch(epoch)
+        others = {p.pid for p in psutil.Process().children()}
+        batches = iter(loader)
+        next(batches)
+        (worker,) = [p for p in psutil.Process().children() if p.pid not in others]
+        start = end = sum(worker.cpu_times()[:2])
+        for batch in batches:
+            samples += len(batch["pixel_values"])
+            end = sum(worker.cpu_times()[:2])  # read while the worker is alive: it exits after the last batch
+        cpu_s += end - start
+    return samples / cpu_s
+
+
+def reducible_fraction(data: str, image_size: int) -> float:
+    """The fraction of the stored augmentations whose crop box allows `fast_jpeg_decode` a reduced decode at the
+    student's `image_size` (`train.data.dct_scale`)."""
+    rows = load_train_dataset(data, "train", "reinforced", False, 0, 1, 0, 1)
+    scales = []
+    for row in rows:
+        image = SourceImage(row["image"], reduce=True)
+        scales += [dct_scale(decompress(p).crop, (image.height, image.width), image_size)
+                   for p in json.loads(row["aug_params"])]
+    return sum(s > 1 for s in scales) / len(scales)
 
 
 def markdown(result: dict) -> str:
@@ -72,12 +111,29 @@ def markdown(result: dict) -> str:
     precision = "fp32" if a["mixed_precision"] == "no" else a["mixed_precision"]
     lines = [f"Student `{a['student']}`, batch {a['batch_size']}, {precision}, {a['num_workers']} "
              f"loader workers; online teachers: 2 x `{a['teacher']}`; {result['device']}.", "",
-             "| recipe | training samples/s (median) | min-max | data pipeline samples/s per worker |",
-             "|---|---|---|---|"]
+             "| recipe | training samples/s (median) | min-max | data pipeline samples per worker CPU-second: exact "
+             "| with `fast_jpeg_decode` |",
+             "|---|---|---|---|---|"]
     for recipe in a["recipes"]:
         t, d = result["train"][recipe], result["data_per_worker"][recipe]
-        lines.append(f"| {recipe} | {t['samples_per_s']:.1f} | {t['min']:.1f}-{t['max']:.1f} | {d:.1f} |")
+        fast = result["data_per_worker_fast_jpeg_decode"][recipe]
+        lines.append(f"| {recipe} | {t['samples_per_s']:.1f} | {t['min']:.1f}-{t['max']:.1f} | {d:.1f} | {fast:.1f} |")
+    lines += ["", f"Data pipeline: one loader worker, its CPU time over {result['data_epochs']} epochs of the "
+              f"{result['num_images']} images; `fast_jpeg_decode` could reduce the decode of "
+              f"{100 * result['reducible_crops']:.0f}% of the stored crops at the student's resolution."]
     return "\n".join(lines) + "\n"
+
+
+def stored_result(args, out: str) -> dict:
+    """The results of an earlier full run at `out`, whose training figures a `--data-only` run keeps."""
+    with open(out) as f:
+        result = json.load(f)
+    same = ("student", "teacher", "batch_size", "mixed_precision", "num_workers", "warmup", "steps", "k", "n")
+    if differing := [k for k in same if result["args"].get(k) != vars(args)[k]]:
+        raise SystemExit(f"--data-only: {out} was run with other {differing}; run the full benchmark instead")
+    if missing := [r for r in args.recipes if r not in result["train"]]:
+        raise SystemExit(f"--data-only: {out} has no training figures of {missing}")
+    return {**result, "args": {**result["args"], "recipes": args.recipes}}
 
 
 def main() -> None:
@@ -93,23 +149,35 @@ def main() -> None:
     p.add_argument("--k", type=int, default=30)
     p.add_argument("--n", type=int, default=5)
     p.add_argument("--recipes", nargs="+", choices=RECIPES, default=list(RECIPES))
+    p.add_argument("--data-epochs", type=int, default=5, help="epochs of the data-pipeline measurement")
+    p.add_argument("--data-only", action="store_true", help="measure the data pipeline only; keep --out's training")
     p.add_argument("--out", default="benchmarks/results/train_cpu.json")
     args = p.parse_args()
     if args.device == "cpu":
         os.environ["ACCELERATE_USE_CPU"] = "1"  # accelerate would take a visible GPU otherwise
     num_images = args.batch_size * (args.warmup + args.steps + 1)
-    result = {"device": device_name(args.device), "torch": torch.__version__, "args": vars(args),
-              "train": {}, "data_per_worker": {}}
+    result = stored_result(args, args.out) if args.data_only else {
+        "device": device_name(args.device), "torch": torch.__version__, "args": vars(args), "train": {}}
+    result.update(data_per_worker={}, data_per_worker_fast_jpeg_decode={}, data_epochs=args.data_epochs,
+                  num_images=num_images, data_unit="samples per CPU-second of one DataLoader worker")
     with tempfile.TemporaryDirectory() as work:
         data = os.path.join(work, "data")
         report = reinforced_dataset(data, num_images, args.k, args.n, num_workers=os.cpu_count() or 1)
         result["bytes_per_sample"] = report["storage"]["bytes_per_sample"]
+        _, processor = load_model_and_processor(args.student, random_init=True)
+        student = ImageSpec.from_image_processor(processor.image_processor)
+        result["reducible_crops"] = reducible_fraction(data, student.size)
+        teacher = teacher_folder(args.teacher, work) if "online_distill" in args.recipes else args.teacher
         for recipe in args.recipes:
-            cfg = run_config(recipe, data, args, work)
-            result["data_per_worker"][recipe] = data_samples_per_s(cfg)
-            result["train"][recipe] = train_samples_per_s(cfg, args)
-            print(f"{recipe}: {result['train'][recipe]['samples_per_s']:.1f} samples/s training, "
-                  f"{result['data_per_worker'][recipe]:.1f} samples/s per data worker", flush=True)
+            cfg = run_config(recipe, data, args, work, teacher)
+            for key, fast in (("data_per_worker", False), ("data_per_worker_fast_jpeg_decode", True)):
+                result[key][recipe] = data_samples_per_cpu_s(dataclasses.replace(cfg, fast_jpeg_decode=fast),
+                                                             args.data_epochs)
+            if not args.data_only:
+                result["train"][recipe] = train_samples_per_s(cfg, args)
+            print(f"{recipe}: {result['train'][recipe]['samples_per_s']:.1f} samples/s training; per data worker "
+                  f"CPU-second {result['data_per_worker'][recipe]:.1f} samples exact, "
+                  f"{result['data_per_worker_fast_jpeg_decode'][recipe]:.1f} with fast_jpeg_decode", flush=True)
     write_results(result, markdown(result), args.out)
 
 
