@@ -73,8 +73,9 @@ def train_samples_per_s(cfg: TrainConfig, args) -> dict:
 
 def data_samples_per_cpu_s(cfg: TrainConfig, epochs: int) -> float:
     """Samples per CPU-second of one DataLoader worker of train.py's own loader (decode, replay or crop, tokenise,
-    collate into shared memory), no model step: the worker's user + system time from its first batch (start-up and
-    lazy imports excluded) to its last, summed over `epochs` epochs (each a new worker)."""
+    collate uint8 pixels into shared memory; their float conversion is the training step's), no model step: the
+    worker's user + system time from its first batch (start-up and lazy imports excluded) to its last, summed over
+    `epochs` epochs (each a new worker)."""
     cfg = dataclasses.replace(cfg, num_workers=1)
     _, processor = load_model_and_processor(cfg.model, random_init=True)
     _, teacher_spec, teacher_tokenize = load_teachers(cfg, "cpu") if cfg.recipe == "online_distill" else (None,) * 3

@@ -1,7 +1,8 @@
 """The training data pipeline of train/data.py: by default every sample is its stored augmentation replayed exactly
 (pixels equal to a direct `apply_augmentation` of the stored parameters, token ids equal to the tokenizer's), one row
 at a time, a batch at a time and streamed; `fast_jpeg_decode` decodes JPEGs at reduced size only where the crop box
-allows it, within the deviation documented in `SourceImage`."""
+allows it, within the deviation documented in `SourceImage`. Pixels come as uint8, and `ImageSpec.normalize_batch`
+turns a loader batch into exactly the float inputs a per-sample conversion gave."""
 
 import contextlib
 import io
@@ -15,6 +16,8 @@ import torch
 from datasets import Dataset
 from huggingface_hub.errors import StrictDataclassError
 from PIL import Image
+from torchvision.transforms import functional as TF
+from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 from dataset_builder.augment import AugmentationParams, apply_augmentation, compress, decompress, sample_augmentations
 from dataset_builder.schema import ReinforcementMetadata, TeacherInfo, decode_image
@@ -153,8 +156,8 @@ def assert_exact(sample: dict, row: dict) -> None:
 
 
 def deviation(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Mean absolute difference of two [0, 1] images, in 0-255 levels."""
-    return float((a - b).abs().mean() * 255)
+    """Mean absolute difference of two uint8 images, in 0-255 levels."""
+    return float((a.float() - b.float()).abs().mean())
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -168,7 +171,7 @@ def test_samples_are_the_stored_augmentations_replayed_exactly(assets):
         dataset.set_epoch(epoch)
         batch = dataset.__getitems__(list(range(len(rows))))  # a batch: its captions tokenised in one call
         for index, sample in enumerate(batch):
-            assert sample["num_skipped"] == 0 and sample["pixel_values"].dtype == torch.float32
+            assert sample["num_skipped"] == 0 and sample["pixel_values"].dtype == torch.uint8
             assert_exact(sample, rows[index])
             # One row at a time gives the same sample.
             alone = dataset[index]
@@ -207,6 +210,37 @@ def test_loader_batches_and_streams_are_exact(assets):
         expected = transform()(rows[index], rows[index]["key"], 0)  # a stream's sample ids are the keys
         assert all(torch.equal(sample[k], expected[k]) for k in expected)
     assert sorted(row_of(s, rows) for s in streamed[:len(rows)]) == list(range(len(rows)))
+
+
+def per_sample_inputs(image: Image.Image, spec: ImageSpec) -> torch.Tensor:
+    """The model input of one image as the loader workers used to make it: float in [0, 1], then normalised."""
+    pixels = TF.pil_to_tensor(image).float().div_(255.0)
+    return pixels if spec.mean is None else TF.normalize(pixels, spec.mean, spec.std, inplace=True)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA device"))])
+def test_normalize_batch_gives_the_per_sample_inputs_bit_for_bit(assets, device):
+    rows = assets["rows"]
+    normalised = ImageSpec(SIZE, "bicubic", tuple(OPENAI_CLIP_MEAN), tuple(OPENAI_CLIP_STD))
+    for spec in (SPEC, normalised):
+        loader = build_train_dataloader(
+            rows, SampleTransform("reinforced", spec, Tokenize(TOKENIZER, CONTEXT), 0, INFO), 4, 0, streaming=False)
+        for batch in loader:
+            assert batch["pixel_values"].dtype == torch.uint8
+            expected = []
+            for b in range(len(batch["pixel_values"])):
+                sample = {key: value[b] for key, value in batch.items() if key != "num_skipped"}
+                row = rows[row_of(sample, rows)]
+                params = decompress(json.loads(row["aug_params"])[aug_index(sample, row)])
+                image = apply_augmentation(decode_image(row["image"]), params, SIZE, "bicubic")
+                expected.append(per_sample_inputs(image, spec))
+            inputs = spec.normalize_batch(batch["pixel_values"].to(device))
+            assert inputs.device.type == device and inputs.dtype == torch.float32
+            assert torch.equal(inputs.cpu(), torch.stack(expected))
+    assert normalised.normalize_batch(batch["pixel_values"]).min() < 0  # the mean was subtracted
+    with pytest.raises(TypeError, match="takes uint8 pixels"):  # already float: not divided by 255 again
+        SPEC.normalize_batch(SPEC.normalize_batch(batch["pixel_values"]))
 
 
 # ---------------------------------------------------------------------------------------------------------------------

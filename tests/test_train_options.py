@@ -345,7 +345,8 @@ def test_online_distill_teachers_embed_the_synthetic_captions(assets):
     models = [MobileCLIPModel(tiny_config()).eval(), MobileCLIPModel(tiny_config()).eval()]
     teachers = TeacherEnsemble([TransformersTeacher(m, teacher_tokenize, f"t{i}", 24) for i, m in enumerate(models)])
     batch = collate([{**s, "num_skipped": 0} for s in samples])
-    targets = teacher_embeddings(teachers, batch, NO_AUTOCAST)
+    assert batch["teacher_pixel_values"].dtype == torch.uint8  # converted by the step, with the teachers' spec
+    targets = teacher_embeddings(teachers, online.teacher, batch, NO_AUTOCAST)
 
     def direct(ids):
         with torch.no_grad():
@@ -356,13 +357,15 @@ def test_online_distill_teachers_embed_the_synthetic_captions(assets):
                                rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(targets["teacher_text_embeds"], direct(batch["teacher_input_ids"]), rtol=1e-5, atol=1e-5)
     with torch.no_grad():  # the images: each teacher's embedding normalised on its own, in teacher order
-        images = torch.cat([torch.nn.functional.normalize(m.get_image_features(
-            pixel_values=batch["teacher_pixel_values"]).pooler_output, dim=-1) for m in models], dim=1)
+        pixels = online.teacher.normalize_batch(batch["teacher_pixel_values"])
+        images = torch.cat([torch.nn.functional.normalize(m.get_image_features(pixel_values=pixels).pooler_output,
+                                                          dim=-1) for m in models], dim=1)
     torch.testing.assert_close(targets["teacher_image_embeds"], images, rtol=1e-5, atol=1e-5)
     # Strings through the teachers' own tokenizer give the embeddings of the loader's token ids.
     captions = [rows[i]["caption"] for i in (0, 1, 2, 3)]
     torch.testing.assert_close(teachers.embed_texts(captions), targets["teacher_text_embeds"], rtol=1e-5, atol=1e-5)
-    assert set(teacher_embeddings(teachers, {k: v for k, v in batch.items() if "syn" not in k}, NO_AUTOCAST)) == {
+    real_only = {k: v for k, v in batch.items() if "syn" not in k}
+    assert set(teacher_embeddings(teachers, online.teacher, real_only, NO_AUTOCAST)) == {
         "teacher_image_embeds", "teacher_text_embeds"}
 
     # compute_loss hands the loss the student's synthetic-caption features and the teachers' embeddings of them.
@@ -373,8 +376,8 @@ def test_online_distill_teachers_embed_the_synthetic_captions(assets):
         return {"loss": image.sum()}
 
     student = MobileCLIPModel(tiny_config())
-    batch["pixel_values"] = torch.rand(4, 3, 64, 64)
-    compute_loss(student, batch, loss_fn, teachers, NO_AUTOCAST)
+    batch["pixel_values"] = torch.randint(0, 256, (4, 3, 64, 64), dtype=torch.uint8)
+    compute_loss(student, batch, loss_fn, ImageSpec(64), teachers, online.teacher, NO_AUTOCAST)
     assert seen["syn_text_features"].shape == seen["text"].shape == (4, student.config.projection_dim)
     torch.testing.assert_close(seen["teacher_syn_text_embeds"], targets["teacher_syn_text_embeds"])
 

@@ -22,6 +22,8 @@ uniformly (among those non-empty in its row), then one caption of it.
 Every random choice is a function of (seed, epoch, sample id) only, never of the worker, the rank or a global RNG, so
 a resumed run sees the same samples as an uninterrupted one. Samples are decoded and augmented in DataLoader workers,
 which read a batch's rows and tokenise its captions together (per-call costs dominated both one sample at a time).
+Pixels leave the workers as uint8 and become model inputs (float, normalised) a batch at a time on the training device
+(`ImageSpec.normalize_batch`), bit for bit what a per-sample conversion in the workers gave.
 A corrupt sample (undecodable image, bad augmentation parameters, wrong embedding shape) is skipped and counted: the
 map-style dataset substitutes the next readable row, so every rank keeps the same batch size for the all-gather.
 A sample whose image is smaller than `filter_image_size` is skipped and counted the same way.
@@ -174,9 +176,20 @@ class ImageSpec:
                    std=prep["image_std"])
 
     def to_tensor(self, image: Image.Image) -> torch.Tensor:
-        """uint8 PIL image -> float (3, H, W) in [0, 1], normalised if the model was trained normalised."""
-        pixels = TF.pil_to_tensor(image).float().div_(255.0)
-        return pixels if self.mean is None else TF.normalize(pixels, self.mean, self.std, inplace=True)
+        """uint8 PIL image -> uint8 (3, H, W): what loader workers ship (a quarter of float32's shared memory and
+        host-to-device copy); the training step turns a batch of them into model inputs with `normalize_batch`."""
+        return TF.pil_to_tensor(image)
+
+    def normalize_batch(self, pixels: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, 3, H, W) -> float32 model inputs on the pixels' device: in [0, 1], normalised if the model was
+        trained normalised. The ops of a per-image `pil_to_tensor(image).float().div_(255)` then `TF.normalize`, in
+        that order, so the inputs are bit for bit those of a conversion one sample at a time on the CPU."""
+        if pixels.dtype != torch.uint8:  # float pixels would silently be divided by 255 a second time
+            raise TypeError(f"normalize_batch takes uint8 pixels (ImageSpec.to_tensor), got {pixels.dtype}")
+        # 255 as a tensor on the pixels' device: CUDA divides by a Python scalar as a multiplication by its
+        # reciprocal, which can differ from a true division (the CPU's) in the last bit.
+        x = pixels.float().div_(pixels.new_full((), 255.0, dtype=torch.float32))
+        return x if self.mean is None else TF.normalize(x, self.mean, self.std, inplace=True)
 
 
 class Tokenize:
@@ -279,7 +292,8 @@ class SampleTransform:
 
     Args:
         recipe: `"reinforced"`, `"clip"` or `"online_distill"`.
-        student: the student's image spec (RRC output size, interpolation, normalisation).
+        student: the student's image spec (RRC output size, interpolation; its normalisation is the training
+            step's, `ImageSpec.normalize_batch`: samples carry uint8 pixels).
         tokenize: the student's tokenizer at its context length.
         seed: base seed of every per-sample random choice.
         reinforcement: metadata of a reinforced dataset (reinforced recipe only).

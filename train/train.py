@@ -400,15 +400,16 @@ def build_train_data(cfg, accelerator, processor, batch_size, teacher_spec=None,
 
 
 @torch.no_grad()
-def teacher_embeddings(teachers: TeacherEnsemble, batch: dict, accelerator) -> dict[str, torch.Tensor]:
-    """Online distillation targets (the layout of stored DataCompDR embeddings) of the images, the real captions
-    and, if the batch has them, the synthetic captions (one text pass over both, as open_clip_v2.patch runs its
-    `dist_model`)."""
+def teacher_embeddings(teachers: TeacherEnsemble, spec: ImageSpec, batch: dict, accelerator) -> dict[str, torch.Tensor]:
+    """Online distillation targets (the layout of stored DataCompDR embeddings) of the images (the loader's uint8
+    `teacher_pixel_values`, converted with the teachers' `spec`), the real captions and, if the batch has them, the
+    synthetic captions (one text pass over both, as open_clip_v2.patch runs its `dist_model`)."""
     input_ids = batch["teacher_input_ids"]
     if "teacher_syn_input_ids" in batch:
         input_ids = torch.cat([input_ids, batch["teacher_syn_input_ids"]])
+    pixel_values = spec.normalize_batch(batch["teacher_pixel_values"])
     with accelerator.autocast():
-        image = teachers.embed_pixel_values(batch["teacher_pixel_values"])
+        image = teachers.embed_pixel_values(pixel_values)
         text = teachers.embed_input_ids(input_ids)
     n = batch["teacher_input_ids"].shape[0]
     targets = {"teacher_image_embeds": image, "teacher_text_embeds": text[:n]}
@@ -417,16 +418,18 @@ def teacher_embeddings(teachers: TeacherEnsemble, batch: dict, accelerator) -> d
     return targets
 
 
-def compute_loss(model, batch: dict, loss_fn, teachers: TeacherEnsemble | None, accelerator) -> dict[str, torch.Tensor]:
-    """Student forward pass and loss of one micro-batch (`teachers`: online distillation's, run on the batch)."""
+def compute_loss(model, batch: dict, loss_fn, student: ImageSpec, teachers: TeacherEnsemble | None,
+                 teacher_spec: ImageSpec | None, accelerator) -> dict[str, torch.Tensor]:
+    """Student forward pass and loss of one micro-batch, its uint8 pixels converted on their device with the
+    student's (and the teachers') image spec (`teachers`: online distillation's, run on the batch)."""
     n = batch["pixel_values"].shape[0]
     input_ids = batch["input_ids"]
     if "syn_input_ids" in batch:  # one text-tower pass over [real; synthetic] captions, as DRClipLoss does
         input_ids = torch.cat([input_ids, batch["syn_input_ids"]])
     # Through the prepared model's forward, so that DDP sees the pass; features in fp32 for the loss.
-    outputs = model(input_ids=input_ids, pixel_values=batch["pixel_values"])
+    outputs = model(input_ids=input_ids, pixel_values=student.normalize_batch(batch["pixel_values"]))
     image, text = outputs.image_embeds.float(), outputs.text_embeds.float()
-    targets = teacher_embeddings(teachers, batch, accelerator) if teachers is not None else {}
+    targets = teacher_embeddings(teachers, teacher_spec, batch, accelerator) if teachers is not None else {}
     targets.update({key: batch[key] for key in TEACHER_KEYS if key in batch})
     logit_scale = accelerator.unwrap_model(model).logit_scale.exp()
     return loss_fn(image, text[:n], logit_scale, syn_text_features=text[n:] if len(text) > n else None, **targets)
@@ -615,6 +618,7 @@ def training_function(cfg: TrainConfig) -> None:
     online = cfg.recipe == "online_distill"
     teachers, teacher_spec, teacher_tokenize = load_teachers(cfg, accelerator.device) if online else (None,) * 3
     train_dl, reinforcement = build_train_data(cfg, accelerator, processor, batch_size, teacher_spec, teacher_tokenize)
+    student_spec = train_dl.dataset.transform.student  # the loader's pixels are this spec's, still uint8
     with accelerator.main_process_first():
         evals = {
             task: load_eval_task(task, source, split, processor.image_processor, cfg.eval_class_names,
@@ -665,7 +669,8 @@ def training_function(cfg: TrainConfig) -> None:
     save = lambda: save_checkpoint(accelerator, checkpoints, next(indices), scheduler, progress,  # noqa: E731
                                    cfg.save_total_limit)
 
-    step_loss = functools.partial(compute_loss, loss_fn=loss_fn, teachers=teachers, accelerator=accelerator)
+    step_loss = functools.partial(compute_loss, loss_fn=loss_fn, student=student_spec, teachers=teachers,
+                                  teacher_spec=teacher_spec, accelerator=accelerator)
     evaluate = functools.partial(run_eval_tasks, tokenizer=processor.tokenizer, tasks=evals,
                                  templates=cfg.eval_templates, accelerator=accelerator) if evals else None
     metrics = train_loop(cfg, accelerator, model, optimizer, scheduler, train_dl, step_loss, evaluate, progress, save)
