@@ -108,8 +108,8 @@ class Teacher(ABC):
 
     @torch.no_grad()
     def embed_pixel_values(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """``embed_images`` of pixels already normalised with ``mean`` and ``std`` (train.py's loader prepares them
-        in its workers)."""
+        """``embed_images`` of pixels already normalised with ``mean`` and ``std`` (train.py's loader workers replay
+        them, its training step normalises them on the device)."""
         pixel_values = pixel_values.to(self.device, self.dtype, non_blocking=True)
         chunks = [self._encode_image(chunk).float() for chunk in pixel_values.split(self.max_batch)]
         return torch.nn.functional.normalize(torch.cat(chunks), dim=-1)
