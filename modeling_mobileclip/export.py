@@ -1,4 +1,4 @@
-"""Export the re-parameterised MobileCLIP encoders to ONNX (or Core ML) for deployment.
+"""Export the re-parameterised MobileCLIP encoders to ONNX, OpenVINO IR (or Core ML) for deployment.
 
 Each tower becomes its own graph, so that image and text embeddings can be computed separately (e.g. an image index
 built offline and text queries embedded on device):
@@ -11,7 +11,8 @@ and `get_text_features(...).pooler_output`. Every graph is run with onnxruntime 
 batch sizes before it is kept, and written atomically (`atomic.atomic_path`: a temporary beside it, then renamed).
 The ONNX opset must be one torch's exporters support, and a graph is only kept if it was written in the opset asked
 for (the dynamo exporter silently keeps its own opset when it cannot convert). `export_config.json` records what a
-runtime needs to feed the graphs: image size, mean/std, context length, token ids.
+runtime needs to feed the graphs: image size, mean/std, context length, token ids. `--format openvino` converts the
+verified ONNX graphs to OpenVINO IR (`image_encoder.xml` + `.bin`), checked the same way with OpenVINO's runtime.
 
     python -m modeling_mobileclip.export --model DIR --format onnx --output DIR
 """
@@ -39,7 +40,7 @@ from .modeling_mobileclip import MobileCLIPVisionModelWithProjection as ImageTow
 
 logger = logging.getLogger(__name__)
 
-SUPPORTED_FORMATS = ("onnx", "onnx-int8", "coreml")
+SUPPORTED_FORMATS = ("onnx", "onnx-int8", "openvino", "coreml")
 EXPORTERS = ("auto", "dynamo", "torchscript")
 DEFAULT_OPSET = 18
 DEFAULT_ATOL = 1e-4
@@ -58,6 +59,9 @@ DEFAULT_CALIBRATION_TEXTS = tuple(
                      "a blurry low resolution picture of a small {} next to a window, taken at night")
     for noun in ("dog", "cat", "car", "tree", "person riding a bicycle", "bowl of soup", "red shoe", "city street")
 )
+OPENVINO_INSTALL_HINT = "OpenVINO export needs openvino: pip install openvino (or this package's [export] extra)."
+# OpenVINO's CPU inference precisions a compiled model may compute in (its INFERENCE_PRECISION_HINT).
+OPENVINO_PRECISIONS = ("f32", "bf16")
 COREML_INSTALL_HINT = (
     "Core ML export needs coremltools, which is not a dependency of this package. Install it with "
     "`pip install coremltools` (it converts on macOS and Linux; running the converted model needs macOS)."
@@ -195,18 +199,24 @@ def ort_session(path: str, threads: int | None = None):
 
 
 @torch.no_grad()
-def verify_onnx(path: str, tower: Tower, batch_sizes=VERIFY_BATCH_SIZES) -> dict[int, float]:
-    """Max abs difference between onnxruntime and eager PyTorch, per batch size."""
-    session = ort_session(path)
+def _max_abs_diffs(run, tower: Tower, batch_sizes, runtime: str) -> dict[int, float]:
+    """Max abs difference between `run(numpy input) -> numpy output` and eager PyTorch, per batch size."""
     diffs = {}
     for batch in batch_sizes:
         inputs = tower.example(batch, seed=batch)
         expected = tower.module(inputs).numpy()
-        (actual,) = session.run([tower.output_name], {tower.input_name: inputs.numpy()})
+        actual = run(inputs.numpy())
         if actual.shape != expected.shape:
-            raise ValueError(f"onnxruntime output shape {actual.shape} != eager {expected.shape} at batch {batch}.")
+            raise ValueError(f"{runtime} output shape {actual.shape} != eager {expected.shape} at batch {batch}.")
         diffs[batch] = float(abs(actual - expected).max())
     return diffs
+
+
+def verify_onnx(path: str, tower: Tower, batch_sizes=VERIFY_BATCH_SIZES) -> dict[int, float]:
+    """Max abs difference between onnxruntime and eager PyTorch, per batch size."""
+    session = ort_session(path)
+    return _max_abs_diffs(lambda x: session.run([tower.output_name], {tower.input_name: x})[0], tower, batch_sizes,
+                          "onnxruntime")
 
 
 def _export_tower_onnx(tower: Tower, path: str, exporter: str, opset: int, atol: float) -> dict:
@@ -426,6 +436,77 @@ def export_onnx_int8(model: MobileCLIPPreTrainedModel, output_dir: str, *, pixel
 
 
 # --------------------------------------------------------------------------------------------------------------------
+# OpenVINO
+
+
+def openvino_model(path: str, precision: str = "auto", threads: int | None = None):
+    """An OpenVINO CPU model compiled from an IR (`.xml`) or ONNX file for latency (one inference stream), computing
+    in `precision`: `"f32"`, `"bf16"`, or `"auto"`: bf16 where the CPU computes it natively (`native_bfloat16`),
+    else f32. Call it with a numpy input; `result[0]` is the embeddings (float32)."""
+    try:
+        import openvino as ov
+    except ImportError as error:
+        raise ImportError(OPENVINO_INSTALL_HINT) from error
+    from .inference import native_bfloat16
+
+    if precision == "auto":
+        precision = "bf16" if native_bfloat16("cpu") else "f32"
+    if precision not in OPENVINO_PRECISIONS:
+        raise ValueError(f"OpenVINO precision {precision!r}: choose one of {', '.join(OPENVINO_PRECISIONS)} or auto")
+    return ov.Core().compile_model(path, "CPU", {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY",
+                                                 "INFERENCE_NUM_THREADS": threads or torch.get_num_threads()})
+
+
+def verify_openvino(path: str, tower: Tower, batch_sizes=VERIFY_BATCH_SIZES) -> dict[int, float]:
+    """Max abs difference between OpenVINO (computing in float32) and eager PyTorch, per batch size."""
+    compiled = openvino_model(path, "f32")
+    return _max_abs_diffs(lambda x: compiled(x)[0], tower, batch_sizes, "OpenVINO")
+
+
+def export_openvino(model: MobileCLIPPreTrainedModel, output_dir: str, *, atol: float = DEFAULT_ATOL,
+                    towers: tuple[str, ...] | None = None, **onnx_kwargs) -> dict:
+    """Exports OpenVINO IR encoders (`image_encoder.xml` with its weights in `image_encoder.bin`, ...): the verified
+    float32 ONNX graphs of `export_onnx`, converted with `openvino.convert_model`, weights kept in float32, each kept
+    only if OpenVINO (in float32) matches eager PyTorch within `atol` at batch 1 and 3. The precision is chosen when
+    the model is compiled: `openvino_model(path)` computes in bfloat16 where the CPU has it.
+
+    Args:
+        model, towers, atol: as in `export_onnx`.
+        onnx_kwargs: `export_onnx`'s `opset`, `exporter`, `model_dir`.
+
+    Returns:
+        The contents of `export_config.json`.
+    """
+    try:
+        import openvino as ov
+    except ImportError as error:
+        raise ImportError(OPENVINO_INSTALL_HINT) from error
+    prepared = _prepare(model)
+    available = encoders(prepared)
+    os.makedirs(output_dir, exist_ok=True)
+    with scratch_folder(os.path.join(output_dir, "onnx")) as onnx_dir:
+        config = export_onnx(prepared, onnx_dir, towers=towers, atol=atol, **onnx_kwargs)
+        for name, info in config["files"].items():
+            with scratch_folder(os.path.join(output_dir, name)) as staging:
+                xml = os.path.join(staging, f"{name}.xml")
+                ov.save_model(ov.convert_model(os.path.join(onnx_dir, info["file"])), xml, compress_to_fp16=False)
+                diffs = verify_openvino(xml, available[name])
+                if not max(diffs.values()) <= atol:
+                    raise RuntimeError(f"OpenVINO's {name} differs from eager PyTorch: max abs diff per batch size "
+                                       f"{diffs} > {atol}; nothing was written.")
+                for suffix in (".bin", ".xml"):  # the weights first: the graph that names them is the last in place
+                    os.replace(os.path.join(staging, name + suffix), os.path.join(output_dir, name + suffix))
+            logger.info("Wrote %s (OpenVINO %s, max abs diff vs eager %s)", f"{name}.xml", ov.__version__, diffs)
+            info.update(file=f"{name}.xml", weights=f"{name}.bin", openvino_version=ov.__version__,
+                        max_abs_diff={str(k): v for k, v in diffs.items()}, converted_from=info["exporter"])
+            del info["exporter"]
+    config["format"] = "openvino"
+    write_json(os.path.join(output_dir, CONFIG_NAME), config)
+    return config
+
+
+
+# --------------------------------------------------------------------------------------------------------------------
 # Core ML (conversion only: coremltools is optional and can only run the result on macOS)
 
 
@@ -544,12 +625,15 @@ def export(model: MobileCLIPPreTrainedModel | str, output_dir: str, format: str 
         raise ValueError(f"Unsupported export format {format!r}; supported formats: {', '.join(SUPPORTED_FORMATS)}.")
     if format == "coreml" and importlib.util.find_spec("coremltools") is None:
         raise ImportError(COREML_INSTALL_HINT)
-    if format.startswith("onnx") and "opset" in kwargs:
+    if format == "openvino" and importlib.util.find_spec("openvino") is None:
+        raise ImportError(OPENVINO_INSTALL_HINT)
+    if format != "coreml" and "opset" in kwargs:
         check_opset(kwargs["opset"])
     if isinstance(model, str):
         kwargs.setdefault("model_dir", model)
         model = load_model(model, mobileclip_only=True)
-    exporters = {"onnx": export_onnx, "onnx-int8": export_onnx_int8, "coreml": export_coreml}
+    exporters = {"onnx": export_onnx, "onnx-int8": export_onnx_int8, "openvino": export_openvino,
+                 "coreml": export_coreml}
     return exporters[format](model, output_dir, **kwargs)
 
 
@@ -577,7 +661,7 @@ def main(argv: list[str] | None = None) -> dict:
     logger.setLevel(logging.INFO)
 
     kwargs = dict(towers=args.towers)
-    if args.format.startswith("onnx"):
+    if args.format != "coreml":  # every other format is exported to ONNX first
         kwargs.update(opset=args.opset, exporter=args.exporter, atol=args.atol)
     try:
         model = args.model
@@ -619,9 +703,12 @@ __all__ = [
     "export",
     "export_coreml",
     "export_onnx",
+    "export_openvino",
     "graph_opset",
+    "openvino_model",
     "ort_session",
     "preprocessing_info",
     "supported_opsets",
     "verify_onnx",
+    "verify_openvino",
 ]

@@ -1,4 +1,4 @@
-"""ONNX export: round trip through onnxruntime for every tower kind, dynamic batch, atomic writes, clear errors."""
+"""ONNX and OpenVINO export: round trip for every tower kind, dynamic batch, atomic writes, clear errors."""
 
 import importlib
 import json
@@ -7,7 +7,15 @@ import os
 import pytest
 import torch
 
-from modeling_mobileclip.export import SUPPORTED_FORMATS, export, export_onnx, graph_opset, main, supported_opsets
+from modeling_mobileclip.export import (
+    SUPPORTED_FORMATS,
+    export,
+    export_onnx,
+    graph_opset,
+    main,
+    openvino_model,
+    supported_opsets,
+)
 from modeling_mobileclip.modeling_mobileclip import MobileCLIPModel
 
 from conftest import image_inputs, randomize_, text_inputs, tiny_config
@@ -91,13 +99,61 @@ def test_auto_falls_back_to_torchscript_and_never_keeps_an_unverified_graph(tmp_
 
 
 def test_unsupported_format(tmp_path, capsys):
-    with pytest.raises(ValueError, match="supported formats: onnx, onnx-int8, coreml"):
+    with pytest.raises(ValueError, match="supported formats: onnx, onnx-int8, openvino, coreml"):
         export(str(tmp_path), str(tmp_path / "out"), format="tflite")
     with pytest.raises(SystemExit) as exit_info:
         main(["--model", str(tmp_path), "--format", "tflite", "--output", str(tmp_path / "out")])
     assert exit_info.value.code == 2
-    assert "Unsupported export format 'tflite'; supported formats: onnx, onnx-int8, coreml" in capsys.readouterr().err
-    assert SUPPORTED_FORMATS == ("onnx", "onnx-int8", "coreml")
+    assert ("Unsupported export format 'tflite'; supported formats: onnx, onnx-int8, openvino, coreml"
+            in capsys.readouterr().err)
+    assert SUPPORTED_FORMATS == ("onnx", "onnx-int8", "openvino", "coreml")
+
+
+@pytest.mark.parametrize("text_tower, architecture", [("mct", "fastvit_mci0"),
+                                                     ("transformer", "vit_large_patch14_clip_224")])
+def test_openvino_export_matches_eager_pytorch(tmp_path, text_tower, architecture):
+    """CLI -> OpenVINO IR of both towers; the IR, compiled in float32, equals the fused eager model at batch 1 and 3;
+    in bfloat16 (where the CPU has it) it stays close in cosine."""
+    pytest.importorskip("openvino")
+    pytest.importorskip("onnxruntime")
+    model = randomize_(MobileCLIPModel(tiny_config(text_tower=text_tower, architecture=architecture)))
+    model.save_pretrained(tmp_path / "model")
+    main(["--model", str(tmp_path / "model"), "--format", "openvino", "--output", str(tmp_path / "ov")])
+    config = json.loads((tmp_path / "ov" / "export_config.json").read_text())
+    assert config["format"] == "openvino"
+    assert sorted(os.listdir(tmp_path / "ov")) == ["export_config.json", "image_encoder.bin", "image_encoder.xml",
+                                                   "text_encoder.bin", "text_encoder.xml"]
+    assert config["files"]["image_encoder"]["weights"] == "image_encoder.bin"
+    fused = model.reparameterize().eval()
+    vision_config, text_config = fused.config.vision_config, fused.config.text_config
+    image = openvino_model(str(tmp_path / "ov" / "image_encoder.xml"), "f32")
+    text = openvino_model(str(tmp_path / "ov" / "text_encoder.xml"), "f32")
+    bf16_image = openvino_model(str(tmp_path / "ov" / "image_encoder.xml"), "bf16")
+    for batch in (1, 3):
+        pixel_values = image_inputs(batch, vision_config.image_size, seed=20 + batch)
+        input_ids = text_inputs(batch, text_config.max_position_embeddings, seed=20 + batch)
+        with torch.no_grad():
+            expected_image = fused.get_image_features(pixel_values).pooler_output
+            expected_text = fused.get_text_features(input_ids).pooler_output
+        actual_image = torch.from_numpy(image(pixel_values.numpy())[0])
+        assert actual_image.shape == (batch, fused.config.projection_dim)
+        assert (actual_image - expected_image).abs().max() <= ATOL
+        assert (torch.from_numpy(text(input_ids.numpy())[0]) - expected_text).abs().max() <= ATOL
+        cosine = torch.cosine_similarity(torch.from_numpy(bf16_image(pixel_values.numpy())[0]), expected_image)
+        assert cosine.min() > 0.99
+
+
+def test_openvino_refuses_an_unknown_precision_and_a_graph_that_does_not_match(tmp_path, monkeypatch):
+    pytest.importorskip("openvino")
+    pytest.importorskip("onnxruntime")
+    with pytest.raises(ValueError, match="OpenVINO precision 'int4': choose one of f32, bf16 or auto"):
+        openvino_model(str(tmp_path / "missing.xml"), "int4")
+    model = randomize_(MobileCLIPModel(tiny_config(architecture="vit_large_patch14_clip_224")))
+    # An OpenVINO that returns something else: the export fails and leaves nothing behind.
+    monkeypatch.setattr(export_module, "verify_openvino", lambda path, tower: {1: 1.0, 3: 1.0})
+    with pytest.raises(RuntimeError, match="OpenVINO's image_encoder differs from eager PyTorch"):
+        export(model, str(tmp_path / "ov"), format="openvino")
+    assert os.listdir(tmp_path / "ov") == []
 
 
 def test_not_a_mobileclip_folder(tmp_path, capsys):
