@@ -33,9 +33,10 @@ setup(
     extras_require={
         # Reference implementations and tooling for tests and benchmarks. Apple's reference code is installed
         # separately with `pip install --no-deps visaionmobileclip` (it pins an old timm).
-        "dev": ["pytest", "open_clip_torch==3.3.0", "onnx", "onnxruntime", "onnxscript", "openvino", "tensorboard",
-                "matplotlib", "parameterized", "ruff", "ray>=2.9"],
-        "export": ["onnx", "onnxruntime", "onnxscript", "openvino"],
+        "dev": ["pytest", "open_clip_torch==3.3.0", "onnx", "onnxruntime", "onnxscript", "openvino", "nncf",
+                "tensorboard", "matplotlib", "parameterized", "ruff", "ray>=2.9"],
+        # ONNX and OpenVINO export, their int8 forms (onnxruntime's quantization, NNCF).
+        "export": ["onnx", "onnxruntime", "onnxscript", "openvino", "nncf"],
         # The dataset builder's Ray engine (python -m dataset_builder --engine ray).
         "ray": ["ray>=2.9"],
     },

@@ -5,7 +5,9 @@ texts, e.g. 1 image + 1 text). Candidates, all on the same weights where the cod
 
 * ours: train-time form (multi-branch), re-parameterised eager (`from_pretrained(...).reparameterize().eval()`),
   `optimize_for_inference` at the run's precision (channels-last image activations outside float32),
-  `torch.compile` of the re-parameterised model (`--compile`), and the exported ONNX graphs under onnxruntime;
+  `torch.compile` of the re-parameterised model (`--compile`), and the exported ONNX graphs under onnxruntime
+  (float32 and int8) and OpenVINO (float32 and NNCF's int8, at the run's precision, where openvino and nncf are
+  installed);
 * Apple's `mobileclip` package (v1 S0/S1/S2/B), re-parameterised with its own `reparameterize_model`;
 * open_clip, as built and re-parameterised (`timm.utils.reparameterize_model`);
 * timm's image tower (`num_classes` = projection dim), re-parameterised;
@@ -29,6 +31,7 @@ import argparse
 import copy
 import datetime
 import gc
+import importlib.util
 import json
 import os
 import platform
@@ -46,7 +49,15 @@ from benchmarks.latency_report import OURS_REPARAM, YARDSTICK, evaluate_goals, m
 from modeling_mobileclip.configuration_mobileclip import VARIANTS, MobileCLIPConfig
 from modeling_mobileclip.convert import APPLE_REFERENCE, OPEN_CLIP_REFERENCE, convert_checkpoint
 from modeling_mobileclip.example_inputs import example_input_ids, example_pixel_values
-from modeling_mobileclip.export import ImageEncoder, TextEncoder, export_onnx, export_onnx_int8, ort_session
+from modeling_mobileclip.export import (
+    ImageEncoder,
+    TextEncoder,
+    export_onnx,
+    export_onnx_int8,
+    export_openvino_int8,
+    openvino_model,
+    ort_session,
+)
 from modeling_mobileclip.inference import optimize_for_inference
 from modeling_mobileclip.modeling_mobileclip import MobileCLIPModel
 from modeling_mobileclip.testing_utils import randomize_, tiny_config
@@ -61,6 +72,8 @@ SMOKE_CONFIGS = {
 SMOKE_VARIANTS = list(SMOKE_CONFIGS)
 TOWERS = ("image", "text", "model")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+# OpenVINO's CPU inference precision at each of the run's precisions (no float16 on CPUs without AVX512-FP16).
+OPENVINO_PRECISION_OF_DTYPE = {"fp32": "f32", "bf16": "bf16"}
 
 
 @dataclass
@@ -223,6 +236,31 @@ def build_candidates(models: dict, clip_model, onnx_dir: str | None, batch: int,
             groups["text"]["ours onnxruntime int8"] = Candidate(run_text8, fused_params["text"])
             groups["model"]["ours onnxruntime int8"] = Candidate(lambda: (run_image8(), run_text8()),
                                                                  fused_params["model"])
+        if args.dtype in OPENVINO_PRECISION_OF_DTYPE and importlib.util.find_spec("openvino") is not None:
+            # OpenVINO compiles the same float32 graphs (as `export --format openvino` converts them) and computes
+            # in the run's precision.
+            image_ov, text_ov = (openvino_model(os.path.join(onnx_dir, f"{name}.onnx"),
+                                                OPENVINO_PRECISION_OF_DTYPE[args.dtype], args.threads)
+                                 for name in ("image_encoder", "text_encoder"))
+            # What OpenVINO computes in (it falls back to f32 where the CPU lacks bf16).
+            setup["openvino"] = dict(precision=image_ov.get_property("INFERENCE_PRECISION_HINT").to_string())
+            run_image_ov = lambda: image_ov(pixels_np)  # noqa: E731
+            run_text_ov = lambda: text_ov(ids_np)  # noqa: E731
+            groups["image"]["ours openvino"] = Candidate(run_image_ov, fused_params["image"])
+            groups["text"]["ours openvino"] = Candidate(run_text_ov, fused_params["text"])
+            groups["model"]["ours openvino"] = Candidate(lambda: (run_image_ov(), run_text_ov()),
+                                                         fused_params["model"])
+        if args.dtype in OPENVINO_PRECISION_OF_DTYPE and os.path.isdir(os.path.join(onnx_dir, "openvino-int8")):
+            # int8 where quantized; the ops NNCF leaves in floating point compute in the run's precision.
+            image_ov8, text_ov8 = (openvino_model(os.path.join(onnx_dir, "openvino-int8", f"{name}.xml"),
+                                                  OPENVINO_PRECISION_OF_DTYPE[args.dtype], args.threads)
+                                   for name in ("image_encoder", "text_encoder"))
+            run_image_ov8 = lambda: image_ov8(pixels_np)  # noqa: E731
+            run_text_ov8 = lambda: text_ov8(ids_np)  # noqa: E731
+            groups["image"]["ours openvino int8"] = Candidate(run_image_ov8, fused_params["image"])
+            groups["text"]["ours openvino int8"] = Candidate(run_text_ov8, fused_params["text"])
+            groups["model"]["ours openvino int8"] = Candidate(lambda: (run_image_ov8(), run_text_ov8()),
+                                                              fused_params["model"])
     for name in ("apple reparam", "open_clip as built", "open_clip reparam"):
         if name in models:
             for tower, candidate in reference_candidates(name, models[name], pixel_values, input_ids).items():
@@ -312,9 +350,12 @@ def export_ours(fused: MobileCLIPModel, directory: str, args, setup: dict) -> st
                                 for name, f in info["files"].items()})
         if not args.no_int8:
             config = fused.config
-            export_onnx_int8(fused, os.path.join(directory, "int8"), exporter=args.exporter, min_cosine=-1.0,
-                             pixel_values=example_pixel_values(config.vision_config, 8),
-                             input_ids=example_input_ids(config.text_config, 8))
+            calibration = dict(exporter=args.exporter, min_cosine=-1.0,
+                               pixel_values=example_pixel_values(config.vision_config, 8),
+                               input_ids=example_input_ids(config.text_config, 8))
+            export_onnx_int8(fused, os.path.join(directory, "int8"), **calibration)
+            if importlib.util.find_spec("nncf") is not None:
+                export_openvino_int8(fused, os.path.join(directory, "openvino-int8"), **calibration)
     except ImportError as error:
         setup["onnx"] = f"skipped: {error}"
         return None
@@ -362,7 +403,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="extra rounds allowed to replace discarded ones, as a multiple of --rounds")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile (slow to compile)")
     parser.add_argument("--no-onnx", action="store_true", help="skip the onnxruntime candidates")
-    parser.add_argument("--no-int8", action="store_true", help="skip the int8 onnxruntime candidates")
+    parser.add_argument("--no-int8", action="store_true", help="skip the int8 onnxruntime and OpenVINO candidates")
     parser.add_argument("--exporter", choices=("auto", "dynamo", "torchscript"), default=None,
                         help="ONNX exporter (default: auto; torchscript in --smoke, which is faster to export)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")

@@ -1,4 +1,5 @@
-"""What reduced precision costs in accuracy: bfloat16 (`optimize_for_inference`) and int8 onnxruntime against float32.
+"""What reduced precision costs in accuracy: bfloat16 (`optimize_for_inference`, OpenVINO) and int8 (onnxruntime,
+OpenVINO with NNCF) against float32.
 
 On a trained model and real labelled images, for each inference path: the cosine similarity of its image and text
 embeddings to float32's, its zero-shot top-1 accuracy, and how often its zero-shot answer agrees with float32's.
@@ -20,7 +21,13 @@ import torch.nn.functional as F
 
 from benchmarks.harness import write_results
 from modeling_mobileclip import MobileCLIPModel, load_model_and_processor
-from modeling_mobileclip.export import export_onnx_int8, ort_session
+from modeling_mobileclip.export import (
+    export_onnx_int8,
+    export_openvino,
+    export_openvino_int8,
+    openvino_model,
+    ort_session,
+)
 from modeling_mobileclip.inference import native_bfloat16, optimize_for_inference
 from train.evaluate import zero_shot_metrics
 
@@ -33,12 +40,16 @@ def embed_images(fn, pixel_values: torch.Tensor, batch_size: int = 64) -> torch.
     return F.normalize(torch.cat([fn(chunk).float() for chunk in pixel_values.split(batch_size)]), dim=-1)
 
 
-def paths(model: MobileCLIPModel, int8_dir: str) -> dict:
+def paths(model: MobileCLIPModel, folder: str) -> dict:
     """Inference path -> (image fn, text fn), all on the same weights."""
     bf16 = optimize_for_inference(copy.deepcopy(model), dtype=torch.bfloat16)
     fp32 = optimize_for_inference(model, dtype=torch.float32)
-    image8 = ort_session(os.path.join(int8_dir, "image_encoder.onnx"))
-    text8 = ort_session(os.path.join(int8_dir, "text_encoder.onnx"))
+    image8, text8 = (ort_session(os.path.join(folder, "onnx-int8", f"{name}.onnx"))
+                     for name in ("image_encoder", "text_encoder"))
+    image_ov, text_ov = (openvino_model(os.path.join(folder, "openvino", f"{name}.xml"), "bf16")
+                         for name in ("image_encoder", "text_encoder"))
+    image_ov8, text_ov8 = (openvino_model(os.path.join(folder, "openvino-int8", f"{name}.xml"), "bf16")
+                           for name in ("image_encoder", "text_encoder"))
     return {
         "float32 eager": (lambda x: fp32.get_image_features(x).pooler_output,
                           lambda ids: fp32.get_text_features(ids).pooler_output),
@@ -47,6 +58,10 @@ def paths(model: MobileCLIPModel, int8_dir: str) -> dict:
             lambda ids: bf16.get_text_features(ids).pooler_output),
         "int8 onnxruntime": (lambda x: torch.from_numpy(image8.run(None, {"pixel_values": x.numpy()})[0]),
                              lambda ids: torch.from_numpy(text8.run(None, {"input_ids": ids.numpy()})[0])),
+        "bfloat16 OpenVINO": (lambda x: torch.from_numpy(image_ov(x.numpy())[0]),
+                              lambda ids: torch.from_numpy(text_ov(ids.numpy())[0])),
+        "int8 OpenVINO (NNCF; bfloat16 elsewhere)": (lambda x: torch.from_numpy(image_ov8(x.numpy())[0]),
+                                                     lambda ids: torch.from_numpy(text_ov8(ids.numpy())[0])),
     }
 
 
@@ -66,12 +81,15 @@ def measure(args) -> dict:
     calibration = datasets.load_dataset("parquet", data_files=args.calibration, split="train").shuffle(seed=0)
     calibration = processor.image_processor(list(calibration.select(range(args.num_calibration))["image"]),
                                             return_tensors="pt")["pixel_values"]
-    with tempfile.TemporaryDirectory() as int8_dir:
+    with tempfile.TemporaryDirectory() as folder:
         # Calibrated on training images; checked (held-out quarter) on training images too: the test set stays unseen.
-        export_onnx_int8(model, int8_dir, pixel_values=calibration, input_ids=input_ids, min_cosine=args.min_cosine,
-                         model_dir=args.model)
+        # The prompts check the text encoders.
+        int8 = dict(pixel_values=calibration, input_ids=input_ids, min_cosine=args.min_cosine, model_dir=args.model)
+        export_onnx_int8(model, os.path.join(folder, "onnx-int8"), **int8)
+        export_openvino_int8(model, os.path.join(folder, "openvino-int8"), **int8)
+        export_openvino(model, os.path.join(folder, "openvino"), model_dir=args.model)
         results, reference = {}, None
-        for name, (image_fn, text_fn) in paths(model, int8_dir).items():
+        for name, (image_fn, text_fn) in paths(model, folder).items():
             images = embed_images(image_fn, pixel_values)
             texts = F.normalize(text_fn(input_ids).float(), dim=-1)
             classifier = F.normalize(texts.view(len(class_names), len(TEMPLATES), -1).mean(1), dim=-1)

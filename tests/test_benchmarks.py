@@ -29,11 +29,13 @@ def test_latency_smoke(tmp_path):
     assert set(report["results"]) == {"tiny-mci-mct", "tiny-vit"}
     for variant, result in report["results"].items():
         assert result["setup"]["onnx"]["image_encoder"]["max_abs_diff"]["3"] <= 1e-4
+        assert result["setup"]["openvino"]["precision"] == "f32"  # the smoke run's float32
         for batch in ("batch_1", "batch_2"):
             assert set(result[batch]) == {"image", "text", "model"}
             for tower, group in result[batch].items():
                 candidates = group["candidates"]
-                assert {"ours train-time", "ours reparam", "ours onnxruntime"} <= candidates.keys(), (variant, tower)
+                assert {"ours train-time", "ours reparam", "ours onnxruntime", "ours onnxruntime int8", "ours openvino",
+                        "ours openvino int8"} <= candidates.keys(), (variant, tower)
                 for stats in candidates.values():
                     assert {"median_ms", "q1_ms", "q3_ms", "min_ms", "max_ms", "params_m", "peak_mem_delta_mb",
                             "times_ms"} <= stats.keys()
@@ -95,12 +97,14 @@ def test_reinforce_throughput_smoke(tmp_path):
 
 
 def test_precision_smoke(tmp_path):
-    """bf16 and int8 against float32 on the demo's committed teacher and real test images (a few of them)."""
+    """bf16 (eager, OpenVINO) and int8 (onnxruntime, OpenVINO) against float32 on the demo's committed teacher and
+    real test images (a few of them)."""
     out = tmp_path / "precision.json"
     run = _module("precision", "--max-samples", "40", "--num-calibration", "16", "--min-cosine", "0.9", "--output",
                   str(out))
     results = json.loads(out.read_text())["results"]
-    assert list(results) == ["float32 eager", "bfloat16 eager (optimize_for_inference)", "int8 onnxruntime"]
+    assert list(results) == ["float32 eager", "bfloat16 eager (optimize_for_inference)", "int8 onnxruntime",
+                             "bfloat16 OpenVINO", "int8 OpenVINO (NNCF; bfloat16 elsewhere)"]
     assert results["float32 eager"]["agreement_with_float32"] == 1.0
     for name, r in results.items():
         assert 0.9 <= r["image_cosine_to_float32"]["min"] <= 1.0 + 1e-6, name

@@ -99,14 +99,14 @@ def test_auto_falls_back_to_torchscript_and_never_keeps_an_unverified_graph(tmp_
 
 
 def test_unsupported_format(tmp_path, capsys):
-    with pytest.raises(ValueError, match="supported formats: onnx, onnx-int8, openvino, coreml"):
+    with pytest.raises(ValueError, match="supported formats: onnx, onnx-int8, openvino, openvino-int8, coreml"):
         export(str(tmp_path), str(tmp_path / "out"), format="tflite")
     with pytest.raises(SystemExit) as exit_info:
         main(["--model", str(tmp_path), "--format", "tflite", "--output", str(tmp_path / "out")])
     assert exit_info.value.code == 2
-    assert ("Unsupported export format 'tflite'; supported formats: onnx, onnx-int8, openvino, coreml"
+    assert ("Unsupported export format 'tflite'; supported formats: onnx, onnx-int8, openvino, openvino-int8, coreml"
             in capsys.readouterr().err)
-    assert SUPPORTED_FORMATS == ("onnx", "onnx-int8", "openvino", "coreml")
+    assert SUPPORTED_FORMATS == ("onnx", "onnx-int8", "openvino", "openvino-int8", "coreml")
 
 
 @pytest.mark.parametrize("text_tower, architecture", [("mct", "fastvit_mci0"),
@@ -272,6 +272,51 @@ def test_int8_export_is_calibrated_checked_and_close_to_float32(tmp_path):
     cosine = torch.nn.functional.cosine_similarity(torch.from_numpy(actual), expected, dim=-1)
     assert cosine.min().item() == pytest.approx(image["cosine_to_float32"]["min"], abs=1e-5)
     assert cosine.min() >= 0.95
+
+
+def test_openvino_int8_export_is_calibrated_checked_and_close_to_float32(tmp_path, capsys):
+    pytest.importorskip("nncf")
+    from modeling_mobileclip import MobileCLIPProcessor
+
+    model = randomize_(MobileCLIPModel(tiny_config(context_length=77)))
+    model.save_pretrained(tmp_path / "model")
+    processor = MobileCLIPProcessor.from_variant("mobileclip-s0")
+    processor.image_processor.size, processor.image_processor.crop_size = {"shortest_edge": 64}, {"height": 64,
+                                                                                                   "width": 64}
+    processor.save_pretrained(tmp_path / "model")
+    write_images(tmp_path / "images")
+    main(["--model", str(tmp_path / "model"), "--format", "openvino-int8", "--output", str(tmp_path / "int8"),
+          "--calibration-images", str(tmp_path / "images"), "--exporter", "torchscript", "--min-cosine", "0.95"])
+    config = json.loads((tmp_path / "int8" / "export_config.json").read_text())
+    image, text = config["files"]["image_encoder"], config["files"]["text_encoder"]
+    assert config["format"] == "openvino-int8" and image["calibration_inputs"] == 9 and image["check_inputs"] == 3
+    assert text["quantization"].startswith("int8 weights") and text["check_inputs"] == 32  # the built-in captions
+    assert sorted(os.listdir(tmp_path / "int8")) == ["export_config.json", "image_encoder.bin", "image_encoder.xml",
+                                                     "text_encoder.bin", "text_encoder.xml"]
+    # The image IR holds quantization nodes, the text IR int8 weights; the held-out images' embeddings are the
+    # recorded ones.
+    ov_model = __import__("openvino").Core().read_model(str(tmp_path / "int8" / "image_encoder.xml"))
+    assert any(op.get_type_name() == "FakeQuantize" for op in ov_model.get_ops())
+    text_model = __import__("openvino").Core().read_model(str(tmp_path / "int8" / "text_encoder.xml"))
+    assert any(op.get_type_name() == "Constant" and op.get_element_type().get_type_name() in ("i8", "u8")
+               for op in text_model.get_ops())
+    pixel_values = processor.image_processor(
+        [__import__("PIL.Image").Image.open(tmp_path / "images" / f"{i:02d}.png") for i in range(9, 12)],
+        return_tensors="pt")["pixel_values"]
+    actual = torch.from_numpy(openvino_model(str(tmp_path / "int8" / "image_encoder.xml"))(pixel_values.numpy())[0])
+    with torch.no_grad():
+        expected = model.reparameterize().eval().get_image_features(pixel_values).pooler_output
+    cosine = torch.nn.functional.cosine_similarity(actual, expected, dim=-1)
+    assert cosine.min().item() == pytest.approx(image["cosine_to_float32"]["min"], abs=1e-5)
+    assert cosine.min() >= 0.95
+    # What it cannot check, it refuses, leaving nothing behind.
+    with pytest.raises(SystemExit):
+        main(["--model", str(tmp_path / "model"), "--format", "openvino-int8", "--output", str(tmp_path / "out")])
+    assert "--format openvino-int8 needs --calibration-images" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="int8 text_encoder differs from float32"):
+        export_module.export_openvino_int8(model, str(tmp_path / "strict"), towers=("text_encoder",),
+                                           input_ids=text_inputs(4, 77), min_cosine=1.0001, exporter="torchscript")
+    assert os.listdir(tmp_path / "strict") == [], "nothing, not even a temporary, is left"
 
 
 def test_int8_export_refuses_what_it_cannot_check(tmp_path, capsys):
