@@ -7,6 +7,9 @@ for convolutions). Elsewhere the model stays float32: emulated bfloat16 is slowe
 
 bfloat16 keeps 8 bits of mantissa: embeddings move by about 1e-3 in cosine; how much that changes zero-shot answers on
 real images is measured by `benchmarks/precision.py`.
+
+Outside PyTorch, the OpenVINO export (`export --format openvino`, compiled by `export.openvino_model`, bfloat16 where
+native) is faster still on x86 CPUs: `benchmarks/latency.py` times both.
 """
 
 import torch
