@@ -207,6 +207,13 @@ def build_candidates(models: dict, clip_model, onnx_dir: str | None, batch: int,
         groups["text"][name] = Candidate(lambda m=model: m.get_text_features(input_ids), params["text"])
         groups["model"][name] = Candidate(lambda m=model: m(input_ids=input_ids, pixel_values=pixel_values),
                                           params["model"])
+
+    def add_encoders(name: str, run_image: Callable, run_text: Callable) -> None:
+        """A separately run image and text encoder: their own groups, and both in turn as the whole model."""
+        groups["image"][name] = Candidate(run_image, fused_params["image"])
+        groups["text"][name] = Candidate(run_text, fused_params["text"])
+        groups["model"][name] = Candidate(lambda: (run_image(), run_text()), fused_params["model"])
+
     if args.compile:
         image_fn = torch.compile(ImageEncoder(fused).eval(), dynamic=False)
         text_fn = torch.compile(TextEncoder(fused).eval(), dynamic=False)
@@ -214,53 +221,31 @@ def build_candidates(models: dict, clip_model, onnx_dir: str | None, batch: int,
             start = time.perf_counter()
             fn(x)  # compiles for this shape
             setup[f"compile_s_{tower}_batch_{batch}"] = round(time.perf_counter() - start, 1)
-        groups["image"]["ours compile"] = Candidate(lambda: image_fn(pixel_values), fused_params["image"])
-        groups["text"]["ours compile"] = Candidate(lambda: text_fn(input_ids), fused_params["text"])
-        groups["model"]["ours compile"] = Candidate(lambda: (image_fn(pixel_values), text_fn(input_ids)),
-                                                    fused_params["model"])
+        add_encoders("ours compile", lambda: image_fn(pixel_values), lambda: text_fn(input_ids))
     if onnx_dir is not None:
-        image_session = ort_session(os.path.join(onnx_dir, "image_encoder.onnx"), args.threads)
-        text_session = ort_session(os.path.join(onnx_dir, "text_encoder.onnx"), args.threads)
         pixels_np, ids_np = pixel_values.float().cpu().numpy(), input_ids.cpu().numpy()
-        run_image = lambda: image_session.run(None, {"pixel_values": pixels_np})  # noqa: E731
-        run_text = lambda: text_session.run(None, {"input_ids": ids_np})  # noqa: E731
-        groups["image"]["ours onnxruntime"] = Candidate(run_image, fused_params["image"])
-        groups["text"]["ours onnxruntime"] = Candidate(run_text, fused_params["text"])
-        groups["model"]["ours onnxruntime"] = Candidate(lambda: (run_image(), run_text()), fused_params["model"])
+        sessions = {"ours onnxruntime": ("", ".onnx")}
         if os.path.isdir(os.path.join(onnx_dir, "int8")):
-            image_int8 = ort_session(os.path.join(onnx_dir, "int8", "image_encoder.onnx"), args.threads)
-            text_int8 = ort_session(os.path.join(onnx_dir, "int8", "text_encoder.onnx"), args.threads)
-            run_image8 = lambda: image_int8.run(None, {"pixel_values": pixels_np})  # noqa: E731
-            run_text8 = lambda: text_int8.run(None, {"input_ids": ids_np})  # noqa: E731
-            groups["image"]["ours onnxruntime int8"] = Candidate(run_image8, fused_params["image"])
-            groups["text"]["ours onnxruntime int8"] = Candidate(run_text8, fused_params["text"])
-            groups["model"]["ours onnxruntime int8"] = Candidate(lambda: (run_image8(), run_text8()),
-                                                                 fused_params["model"])
+            sessions["ours onnxruntime int8"] = ("int8", ".onnx")
+        for name, (folder, suffix) in sessions.items():
+            image, text = (ort_session(os.path.join(onnx_dir, folder, tower + suffix), args.threads)
+                           for tower in ("image_encoder", "text_encoder"))
+            add_encoders(name, lambda image=image: image.run(None, {"pixel_values": pixels_np}),
+                         lambda text=text: text.run(None, {"input_ids": ids_np}))
+        # OpenVINO compiles the same float32 graphs (as `export --format openvino` converts them) and NNCF's int8 ones,
+        # computing in the run's precision where not int8.
+        compiled = {}
         if args.dtype in OPENVINO_PRECISION_OF_DTYPE and importlib.util.find_spec("openvino") is not None:
-            # OpenVINO compiles the same float32 graphs (as `export --format openvino` converts them) and computes
-            # in the run's precision.
-            image_ov, text_ov = (openvino_model(os.path.join(onnx_dir, f"{name}.onnx"),
-                                                OPENVINO_PRECISION_OF_DTYPE[args.dtype], args.threads)
-                                 for name in ("image_encoder", "text_encoder"))
+            compiled["ours openvino"] = ("", ".onnx")
+            if os.path.isdir(os.path.join(onnx_dir, "openvino-int8")):
+                compiled["ours openvino int8"] = ("openvino-int8", ".xml")
+        for name, (folder, suffix) in compiled.items():
+            image, text = (openvino_model(os.path.join(onnx_dir, folder, tower + suffix),
+                                          OPENVINO_PRECISION_OF_DTYPE[args.dtype], args.threads)
+                           for tower in ("image_encoder", "text_encoder"))
             # What OpenVINO computes in (it falls back to f32 where the CPU lacks bf16).
-            setup["openvino"] = dict(precision=image_ov.get_property("INFERENCE_PRECISION_HINT").to_string())
-            run_image_ov = lambda: image_ov(pixels_np)  # noqa: E731
-            run_text_ov = lambda: text_ov(ids_np)  # noqa: E731
-            groups["image"]["ours openvino"] = Candidate(run_image_ov, fused_params["image"])
-            groups["text"]["ours openvino"] = Candidate(run_text_ov, fused_params["text"])
-            groups["model"]["ours openvino"] = Candidate(lambda: (run_image_ov(), run_text_ov()),
-                                                         fused_params["model"])
-        if args.dtype in OPENVINO_PRECISION_OF_DTYPE and os.path.isdir(os.path.join(onnx_dir, "openvino-int8")):
-            # int8 where quantized; the ops NNCF leaves in floating point compute in the run's precision.
-            image_ov8, text_ov8 = (openvino_model(os.path.join(onnx_dir, "openvino-int8", f"{name}.xml"),
-                                                  OPENVINO_PRECISION_OF_DTYPE[args.dtype], args.threads)
-                                   for name in ("image_encoder", "text_encoder"))
-            run_image_ov8 = lambda: image_ov8(pixels_np)  # noqa: E731
-            run_text_ov8 = lambda: text_ov8(ids_np)  # noqa: E731
-            groups["image"]["ours openvino int8"] = Candidate(run_image_ov8, fused_params["image"])
-            groups["text"]["ours openvino int8"] = Candidate(run_text_ov8, fused_params["text"])
-            groups["model"]["ours openvino int8"] = Candidate(lambda: (run_image_ov8(), run_text_ov8()),
-                                                              fused_params["model"])
+            setup["openvino"] = dict(precision=image.get_property("INFERENCE_PRECISION_HINT").to_string())
+            add_encoders(name, lambda image=image: image(pixels_np), lambda text=text: text(ids_np))
     for name in ("apple reparam", "open_clip as built", "open_clip reparam"):
         if name in models:
             for tower, candidate in reference_candidates(name, models[name], pixel_values, input_ids).items():

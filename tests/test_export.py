@@ -240,9 +240,8 @@ def write_images(folder, n: int = 12, size: int = 80) -> None:
         Image.fromarray(pixels).save(folder / f"{i:02d}.png")
 
 
-def test_int8_export_is_calibrated_checked_and_close_to_float32(tmp_path):
-    ort = pytest.importorskip("onnxruntime")
-    pytest.importorskip("onnxruntime.quantization")
+def saved_model_and_images(tmp_path):
+    """A tiny model saved with S0's processor at 64 px in `tmp_path/model`, 12 images in `tmp_path/images`."""
     from modeling_mobileclip import MobileCLIPProcessor
 
     model = randomize_(MobileCLIPModel(tiny_config(context_length=77)))
@@ -252,6 +251,21 @@ def test_int8_export_is_calibrated_checked_and_close_to_float32(tmp_path):
                                                                                                    "width": 64}
     processor.save_pretrained(tmp_path / "model")
     write_images(tmp_path / "images")
+    return model, processor
+
+
+def held_out_pixels(tmp_path, processor) -> torch.Tensor:
+    """The last quarter of `saved_model_and_images`'s images (what int8 export checks on), preprocessed."""
+    from PIL import Image
+
+    images = [Image.open(tmp_path / "images" / f"{i:02d}.png") for i in range(9, 12)]
+    return processor.image_processor(images, return_tensors="pt")["pixel_values"]
+
+
+def test_int8_export_is_calibrated_checked_and_close_to_float32(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxruntime.quantization")
+    model, processor = saved_model_and_images(tmp_path)
     main(["--model", str(tmp_path / "model"), "--format", "onnx-int8", "--output", str(tmp_path / "int8"),
           "--calibration-images", str(tmp_path / "images"), "--exporter", "torchscript", "--min-cosine", "0.95"])
     config = json.loads((tmp_path / "int8" / "export_config.json").read_text())
@@ -262,9 +276,7 @@ def test_int8_export_is_calibrated_checked_and_close_to_float32(tmp_path):
     # The graphs hold int8 weights, and their embeddings of the held-out images are the recorded ones.
     graph = __import__("onnx").load(tmp_path / "int8" / "image_encoder.onnx")
     assert any(node.op_type == "DequantizeLinear" for node in graph.graph.node)
-    pixel_values = processor.image_processor(
-        [__import__("PIL.Image").Image.open(tmp_path / "images" / f"{i:02d}.png") for i in range(9, 12)],
-        return_tensors="pt")["pixel_values"]
+    pixel_values = held_out_pixels(tmp_path, processor)
     session = ort.InferenceSession(str(tmp_path / "int8" / "image_encoder.onnx"), providers=["CPUExecutionProvider"])
     (actual,) = session.run(None, {"pixel_values": pixel_values.numpy()})
     with torch.no_grad():
@@ -276,15 +288,7 @@ def test_int8_export_is_calibrated_checked_and_close_to_float32(tmp_path):
 
 def test_openvino_int8_export_is_calibrated_checked_and_close_to_float32(tmp_path, capsys):
     pytest.importorskip("nncf")
-    from modeling_mobileclip import MobileCLIPProcessor
-
-    model = randomize_(MobileCLIPModel(tiny_config(context_length=77)))
-    model.save_pretrained(tmp_path / "model")
-    processor = MobileCLIPProcessor.from_variant("mobileclip-s0")
-    processor.image_processor.size, processor.image_processor.crop_size = {"shortest_edge": 64}, {"height": 64,
-                                                                                                   "width": 64}
-    processor.save_pretrained(tmp_path / "model")
-    write_images(tmp_path / "images")
+    model, processor = saved_model_and_images(tmp_path)
     main(["--model", str(tmp_path / "model"), "--format", "openvino-int8", "--output", str(tmp_path / "int8"),
           "--calibration-images", str(tmp_path / "images"), "--exporter", "torchscript", "--min-cosine", "0.95"])
     config = json.loads((tmp_path / "int8" / "export_config.json").read_text())
@@ -300,9 +304,7 @@ def test_openvino_int8_export_is_calibrated_checked_and_close_to_float32(tmp_pat
     text_model = __import__("openvino").Core().read_model(str(tmp_path / "int8" / "text_encoder.xml"))
     assert any(op.get_type_name() == "Constant" and op.get_element_type().get_type_name() in ("i8", "u8")
                for op in text_model.get_ops())
-    pixel_values = processor.image_processor(
-        [__import__("PIL.Image").Image.open(tmp_path / "images" / f"{i:02d}.png") for i in range(9, 12)],
-        return_tensors="pt")["pixel_values"]
+    pixel_values = held_out_pixels(tmp_path, processor)
     actual = torch.from_numpy(openvino_model(str(tmp_path / "int8" / "image_encoder.xml"))(pixel_values.numpy())[0])
     with torch.no_grad():
         expected = model.reparameterize().eval().get_image_features(pixel_values).pooler_output
