@@ -457,9 +457,8 @@ def export_onnx_int8(model: MobileCLIPPreTrainedModel, output_dir: str, *, pixel
 
 def openvino_model(path, precision: str = "auto", threads: int | None = None):
     """An OpenVINO CPU model compiled from an IR (`.xml`) or ONNX file (or an `openvino.Model`) for latency (one
-    inference stream), computing
-    in `precision`: `"f32"`, `"bf16"`, or `"auto"`: bf16 where the CPU computes it natively (`native_bfloat16`),
-    else f32. Call it with a numpy input; `result[0]` is the embeddings (float32)."""
+    inference stream), computing in `precision`: `"f32"`, `"bf16"`, or `"auto"`: bf16 where the CPU computes it
+    natively (`native_bfloat16`), else f32. Call it with a numpy input; `result[0]` is the embeddings (float32)."""
     try:
         import openvino as ov
     except ImportError as error:
@@ -529,7 +528,6 @@ def export_openvino(model: MobileCLIPPreTrainedModel, output_dir: str, *, atol: 
     config["format"] = "openvino"
     write_json(os.path.join(output_dir, CONFIG_NAME), config)
     return config
-
 
 
 def export_openvino_int8(model: MobileCLIPPreTrainedModel, output_dir: str, *, pixel_values: torch.Tensor | None = None,
@@ -734,9 +732,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--calibration-images", help="int8 formats: a folder of real images, or a local dataset with "
                                                      "an `image` column, to calibrate (3/4) and check (1/4) on")
     parser.add_argument("--num-calibration-images", type=int, default=64, help="int8 formats (default %(default)s)")
-    parser.add_argument("--calibration-texts", help="int8 formats: a text file of captions, one per line, to check "
-                                                    "(onnx-int8) or calibrate and check (openvino-int8) the text "
-                                                    "encoder on (default: built-in captions)")
+    parser.add_argument("--calibration-texts", help="int8 formats: a text file of captions, one per line, to check the "
+                                                    "text encoder on (default: built-in captions)")
     parser.add_argument("--min-cosine", type=float, default=INT8_MIN_COSINE,
                         help="int8 formats: least cosine similarity to float32 on held-out inputs (default "
                              "%(default)s)")
