@@ -70,7 +70,7 @@ TEXT = dict(hidden_size=32, intermediate_size=128, num_hidden_layers=2, num_atte
 # weights, data order, augmentations). ViT towers learnt far slower here: 71% after 3 epochs against the MCi's 76%
 # after 1. Wider towers (embed_dims 32-256) trained 16 epochs reached 90.8% / 90.2% but distilled a worse student
 # (54.8% against 61.3%, learning efficiency 2.5x against >= 4.0x): these are the teachers the demo keeps. Twelve
-# epochs instead of eight gain nothing on these towers (89.2% / 88.6%).
+# epochs instead of eight (run channels-last) reached 89.2% / 88.6% on these towers, +0.0 / +0.4 points.
 MCI = dict(epochs=8.0, image_size=32, architecture="fastvit_mci0",
            model_args={"layers": [1, 1, 2, 1], "embed_dims": [24, 48, 96, 192]})
 TEACHERS = {"teacher_mci_seed0": MCI, "teacher_mci_seed1": MCI}
