@@ -118,6 +118,14 @@ def _size_hw(size: int | Sequence[int]) -> tuple[int, int]:
     return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
 
+def check_crop(crop: Crop, image_hw: Sequence[int]) -> None:
+    """Raises ValueError unless the ``(i, j, h, w)`` box lies inside an image of ``(height, width)`` (a stored box
+    replayed on another image, e.g. a re-downloaded one of another size, would otherwise be clipped silently)."""
+    i, j, h, w = crop
+    if h <= 0 or w <= 0 or i < 0 or j < 0 or i + h > image_hw[0] or j + w > image_hw[1]:
+        raise ValueError(f"crop box {tuple(crop)} is not inside a {image_hw[0]}x{image_hw[1]} image")
+
+
 def _interp(mode: InterpolationMode | str) -> InterpolationMode:
     return mode if isinstance(mode, InterpolationMode) else InterpolationMode(mode.lower())
 
@@ -327,9 +335,7 @@ def apply_augmentation(
     if not isinstance(params, AugmentationParams):
         params = decompress(params)
     i, j, h, w = params.crop
-    _, height, width = F.get_dimensions(image)
-    if h <= 0 or w <= 0 or i < 0 or j < 0 or i + h > height or j + w > width:
-        raise ValueError(f"crop box {params.crop} is not inside a {height}x{width} image")
+    check_crop(params.crop, F.get_dimensions(image)[1:])
     out_hw = _size_hw(output_size)
     image = F.resized_crop(image, i, j, h, w, list(out_hw), _interp(interpolation), antialias=True)
     for name, magnitude in params.ops or ():
@@ -374,6 +380,7 @@ __all__ = [
     "apply_augmentation",
     "apply_rand_augment_op",
     "augment_image",
+    "check_crop",
     "compress",
     "decompress",
     "magnitude_table",

@@ -1,8 +1,9 @@
 """The training data pipeline of train/data.py: by default every sample is its stored augmentation replayed exactly
 (pixels equal to a direct `apply_augmentation` of the stored parameters, token ids equal to the tokenizer's), one row
 at a time, a batch at a time and streamed; `fast_jpeg_decode` decodes JPEGs at reduced size only where the crop box
-allows it, within the deviation documented in `SourceImage`. Pixels come as uint8, and `ImageSpec.normalize_batch`
-turns a loader batch into exactly the float inputs a per-sample conversion gave."""
+allows it, within the deviation documented in `SourceImage`, and `fast_resize` resizes crops within the deviation
+documented in `resized_crop_uint8`. Pixels come as uint8 (H, W, 3), and `ImageSpec.normalize_batch` turns a loader
+batch into exactly the float inputs a per-sample conversion gave."""
 
 import contextlib
 import io
@@ -22,6 +23,7 @@ from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from dataset_builder.augment import AugmentationParams, apply_augmentation, compress, decompress, sample_augmentations
 from dataset_builder.schema import ReinforcementMetadata, TeacherInfo, decode_image
 from modeling_mobileclip import MobileCLIPTokenizer
+from modeling_mobileclip.testing_utils import natural_pixels
 from train.data import (
     ImageSpec,
     MapStyleDataset,
@@ -51,17 +53,6 @@ INFO = Reinforcement(K, N, DIMS, (100.0, 100.0))
 MAX_CROP_DEVIATION, MAX_SAMPLE_DEVIATION = 5.0, 12.0
 
 
-def natural_pixels(seed: int, height: int = HEIGHT, width: int = WIDTH) -> np.ndarray:
-    """A photo-like image: 1/f noise (the amplitude spectrum of natural images) with correlated colour channels."""
-    rng = np.random.default_rng(seed)
-    f = np.hypot(*np.meshgrid(np.fft.fftfreq(width), np.fft.fftfreq(height)))
-    f[0, 0] = 1.0
-    planes = [np.real(np.fft.ifft2((rng.normal(size=f.shape) + 1j * rng.normal(size=f.shape)) / f)) for _ in "rgb"]
-    x = np.stack([(p - p.mean()) / p.std() for p in planes], -1)
-    x = 0.6 * x + 0.4 * x.mean(-1, keepdims=True)
-    return np.clip(128 + 48 * x, 0, 255).astype(np.uint8)
-
-
 def encode(pixels: np.ndarray, fmt: str = "JPEG", mode: str = "RGB", **save) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(pixels).convert(mode).save(buffer, fmt, **save)
@@ -75,10 +66,10 @@ def rotated_jpeg(pixels: np.ndarray) -> bytes:
 
 
 # Stored images: JPEGs (reducible), a grayscale JPEG, a PNG and a JPEG with an EXIF rotation (decoded in full).
-IMAGES = [encode(natural_pixels(i)) for i in range(6)] + [
-    encode(natural_pixels(6), mode="L"),
-    encode(natural_pixels(7), "PNG"),
-    rotated_jpeg(natural_pixels(8)),
+IMAGES = [encode(natural_pixels(i, HEIGHT, WIDTH)) for i in range(6)] + [
+    encode(natural_pixels(6, HEIGHT, WIDTH), mode="L"),
+    encode(natural_pixels(7, HEIGHT, WIDTH), "PNG"),
+    rotated_jpeg(natural_pixels(8, HEIGHT, WIDTH)),
 ]
 REDUCIBLE = range(7)  # the rows fast_jpeg_decode may reduce
 
@@ -236,11 +227,13 @@ def test_normalize_batch_gives_the_per_sample_inputs_bit_for_bit(assets, device)
                 image = apply_augmentation(decode_image(row["image"]), params, SIZE, "bicubic")
                 expected.append(per_sample_inputs(image, spec))
             inputs = spec.normalize_batch(batch["pixel_values"].to(device))
-            assert inputs.device.type == device and inputs.dtype == torch.float32
+            assert inputs.device.type == device and inputs.dtype == torch.float32 and inputs.is_contiguous()
             assert torch.equal(inputs.cpu(), torch.stack(expected))
     assert normalised.normalize_batch(batch["pixel_values"]).min() < 0  # the mean was subtracted
     with pytest.raises(TypeError, match="takes uint8 pixels"):  # already float: not divided by 255 again
         SPEC.normalize_batch(SPEC.normalize_batch(batch["pixel_values"]))
+    with pytest.raises(ValueError, match=r"\(B, H, W, 3\) pixels .* shape \(4, 3, 48, 48\)"):  # channels first
+        SPEC.normalize_batch(batch["pixel_values"].permute(0, 3, 1, 2))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -321,21 +314,70 @@ def test_fast_decode_deviation_is_within_the_documented_bound(assets):
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# The config key
+# fast_resize
+# `resized_crop_uint8`'s documented deviation from PIL's resize: at most this many levels at any pixel of a crop, this
+# fraction of its pixels different, and this mean absolute difference in a crop and in a sample after RandAugment.
+FAST_RESIZE_MAX_LEVELS = {"bilinear": 1, "bicubic": 5}
+FAST_RESIZE_MAX_CHANGED, FAST_RESIZE_MAX_CROP_DEVIATION, FAST_RESIZE_MAX_SAMPLE_DEVIATION = 0.05, 0.3, 0.8
 
 
-def test_fast_jpeg_decode_config_key(assets, tmp_path):
-    assert TrainConfig(train_dataset="x").fast_jpeg_decode is False  # exact unless asked for
+@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic"])
+@pytest.mark.parametrize("size", [48, 256])
+def test_fast_resize_deviation_is_within_the_documented_bound(interpolation, size):
+    spec = ImageSpec(size, interpolation)
+    changed, crop_deviations, sample_deviations = [], [], []
+    for seed in range(3):
+        image = Image.fromarray(natural_pixels(seed, HEIGHT, WIDTH))
+        for params in sample_augmentations((HEIGHT, WIDTH), 20, seed, output_size=size):
+            crop = AugmentationParams(params.crop, None)
+            exact = SPEC.to_tensor(replay(image, 1, crop, spec))
+            fast = SPEC.to_tensor(replay(image, 1, crop, spec, True))
+            assert fast.shape == exact.shape == (size, size, 3)
+            levels = (exact.int() - fast.int()).abs()
+            assert levels.max() <= FAST_RESIZE_MAX_LEVELS[interpolation]
+            changed.append(float((levels > 0).float().mean()))
+            crop_deviations.append(deviation(exact, fast))
+            sample_deviations.append(deviation(SPEC.to_tensor(replay(image, 1, params, spec)),
+                                               SPEC.to_tensor(replay(image, 1, params, spec, True))))
+    assert np.mean(changed) <= FAST_RESIZE_MAX_CHANGED and max(crop_deviations) <= FAST_RESIZE_MAX_CROP_DEVIATION
+    assert max(sample_deviations) <= FAST_RESIZE_MAX_SAMPLE_DEVIATION
+    # A box outside the image is refused, as by the exact replay, instead of being clipped by the slicing.
+    with pytest.raises(ValueError, match=r"crop box \(200, 0, 100, 100\) is not inside a 240x320 image"):
+        replay(image, 1, AugmentationParams((200, 0, 100, 100), None), spec, True)
+
+
+def test_fast_resize_changes_only_the_pixels(assets):
+    rows = assets["rows"]
+    exact, fast = MapStyleDataset(rows, transform()), MapStyleDataset(rows, transform(fast_resize=True))
+    for epoch in range(2):
+        exact.set_epoch(epoch)
+        fast.set_epoch(epoch)
+        for a, b in zip(exact.__getitems__(list(range(len(rows)))), fast.__getitems__(list(range(len(rows)))),
+                        strict=True):
+            assert all(torch.equal(a[k], b[k]) for k in a if k not in ("pixel_values", "num_skipped"))
+            assert deviation(a["pixel_values"], b["pixel_values"]) <= FAST_RESIZE_MAX_SAMPLE_DEVIATION
+    with pytest.raises(ValueError, match="fast_resize supports bilinear or bicubic interpolation, not 'nearest'"):
+        SampleTransform("reinforced", ImageSpec(SIZE, "nearest"), Tokenize(TOKENIZER, CONTEXT), 0, INFO,
+                        fast_resize=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The config keys
+
+
+@pytest.mark.parametrize("key", ["fast_jpeg_decode", "fast_resize"])
+def test_fast_replay_config_keys(assets, tmp_path, key):
+    assert getattr(TrainConfig(train_dataset="x"), key) is False  # exact unless asked for
     path = tmp_path / "config.yaml"
     path.write_text(f"train_dataset: {assets['data']}\n")
-    assert load_config(str(path), ["fast_jpeg_decode=true"]).fast_jpeg_decode is True
+    assert getattr(load_config(str(path), [f"{key}=true"]), key) is True
     for value in ("yes", 1, None):
-        with pytest.raises(StrictDataclassError, match="fast_jpeg_decode"):
-            TrainConfig(train_dataset="x", fast_jpeg_decode=value)
+        with pytest.raises(StrictDataclassError, match=key):
+            TrainConfig(train_dataset="x", **{key: value})
     _, processor = load_model_and_processor(assets["model"], random_init=True)
     stub = types.SimpleNamespace(main_process_first=contextlib.nullcontext, process_index=0, num_processes=1)
     for value in (False, True):
         cfg = TrainConfig(model=assets["model"], train_dataset=assets["data"], dataset_cache_dir=assets["cache"],
-                          num_workers=0, report_to=["none"], fast_jpeg_decode=value)
+                          num_workers=0, report_to=["none"], **{key: value})
         loader, _ = build_train_data(cfg, stub, processor, 4)
-        assert loader.dataset.transform.fast_jpeg_decode is value
+        assert getattr(loader.dataset.transform, key) is value

@@ -420,7 +420,7 @@ def test_reinforced_samples_are_replayed_and_reproducible(assets):
     rows = load_train_dataset(assets["reinforced"], "train", "reinforced", False, 0, 10, 0, 1, assets["cache"])
     dataset = MapStyleDataset(rows, _transform())
     sample = dataset[0]
-    assert sample["pixel_values"].shape == (3, 64, 64) and sample["input_ids"].shape == (16,)
+    assert sample["pixel_values"].shape == (64, 64, 3) and sample["input_ids"].shape == (16,)  # (H, W, C)
     assert sample["input_ids"][0] == 49406 and sample["input_ids"].max() == 49407
     # The teacher targets are rows of the stored embeddings: image_emb[aug], text_emb[0], text_emb[1 + syn].
     row = rows[0]
@@ -452,7 +452,7 @@ def test_clip_recipe_crops_like_open_clip():
                                     crop_scale=scale)
         i, j, h, w = sample_crop((48, 80), torch.Generator().manual_seed(seed_for_key("0:7", 0)), scale=scale)
         crop = TF.resized_crop(image, i, j, h, w, [32, 32], InterpolationMode.BILINEAR)
-        assert torch.equal(transform(row, "7", 0)["pixel_values"], TF.pil_to_tensor(crop))  # uint8, as cropped
+        assert torch.equal(transform(row, "7", 0)["pixel_values"], torch.from_numpy(np.array(crop)))  # uint8 HWC
 
 
 def test_dataset_rebuilt_in_place_is_read_anew(tmp_path):
@@ -488,7 +488,7 @@ def test_corrupt_sample_is_skipped_and_counted(assets):
     assert replaced["num_skipped"] == 1
     assert torch.equal(replaced["teacher_text_embeds"], torch.tensor(rows[6]["text_emb"][0]))
     batch = collate([dataset[4], replaced, dataset[6]])
-    assert batch["num_skipped"].item() == 1 and batch["pixel_values"].shape == (3, 3, 64, 64)
+    assert batch["num_skipped"].item() == 1 and batch["pixel_values"].shape == (3, 64, 64, 3)
     # Bad augmentation parameters or embedding shapes are caught the same way.
     broken = [
         {**rows[0], "aug_params": "[[0, 0, 9999, 9999], null]"},  # crop box outside the image

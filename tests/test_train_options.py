@@ -376,7 +376,7 @@ def test_online_distill_teachers_embed_the_synthetic_captions(assets):
         return {"loss": image.sum()}
 
     student = MobileCLIPModel(tiny_config())
-    batch["pixel_values"] = torch.randint(0, 256, (4, 3, 64, 64), dtype=torch.uint8)
+    batch["pixel_values"] = torch.randint(0, 256, (4, 64, 64, 3), dtype=torch.uint8)
     compute_loss(student, batch, loss_fn, ImageSpec(64), teachers, online.teacher, NO_AUTOCAST)
     assert seen["syn_text_features"].shape == seen["text"].shape == (4, student.config.projection_dim)
     torch.testing.assert_close(seen["teacher_syn_text_embeds"], targets["teacher_syn_text_embeds"])
