@@ -29,6 +29,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import torch
 from PIL import Image
 from torchvision.transforms import InterpolationMode
@@ -280,7 +281,32 @@ def _translate(img, dx: int, dy: int, interpolation, fill):
                     fill=fill)
 
 
-# Same functional calls and arguments as torchvision.transforms.autoaugment._apply_op (private, so not imported).
+def _smooth(image: Image.Image) -> Image.Image:
+    """PIL's ``image.filter(ImageFilter.SMOOTH)`` of an 8-bit image, pixel for pixel, in a third of its time.
+
+    PIL adds the 3x3 kernel (1 1 1 / 1 5 1 / 1 1 1) / 13 to 0.5 in float and truncates, and copies the border pixels.
+    For a weighted sum S of integers, S / 13 + 0.5 is never within 1/26 of an integer, far more than float32's error,
+    so PIL's result is exactly floor(S / 13 + 0.5) = (2 S + 13) // 26 on any platform.
+    """
+    if image.width < 3 or image.height < 3:
+        return image.copy()  # as PIL: an image smaller than the kernel is returned unfiltered
+    a = np.asarray(image).astype(np.int16)  # 2 S + 13 <= 6643
+    s = a[:-2] + a[1:-1] + a[2:]
+    s = s[:, :-2] + s[:, 1:-1] + s[:, 2:] + 4 * a[1:-1, 1:-1]
+    out = np.array(image)
+    out[1:-1, 1:-1] = (2 * s + 13) // 26
+    return Image.fromarray(out, image.mode)
+
+
+def _sharpness(img, factor: float):
+    # PIL's ImageEnhance.Sharpness (torchvision's PIL path): a blend of the image with its SMOOTH-filtered copy.
+    if isinstance(img, Image.Image) and img.mode in ("L", "RGB"):
+        return Image.blend(_smooth(img), img, factor)
+    return F.adjust_sharpness(img, factor)
+
+
+# Same functional calls and arguments as torchvision.transforms.autoaugment._apply_op (private, so not imported),
+# except that Sharpness filters PIL images with `_smooth`, PIL's own result computed faster.
 _OPS: dict[str, Callable[..., Any]] = {
     "Identity": lambda img, m, interp, fill: img,
     "ShearX": lambda img, m, interp, fill: _shear(img, math.degrees(math.atan(m)), 0.0, interp, fill),
@@ -291,7 +317,7 @@ _OPS: dict[str, Callable[..., Any]] = {
     "Brightness": lambda img, m, interp, fill: F.adjust_brightness(img, 1.0 + m),
     "Color": lambda img, m, interp, fill: F.adjust_saturation(img, 1.0 + m),
     "Contrast": lambda img, m, interp, fill: F.adjust_contrast(img, 1.0 + m),
-    "Sharpness": lambda img, m, interp, fill: F.adjust_sharpness(img, 1.0 + m),
+    "Sharpness": lambda img, m, interp, fill: _sharpness(img, 1.0 + m),
     "Posterize": lambda img, m, interp, fill: F.posterize(img, int(m)),
     "Solarize": lambda img, m, interp, fill: F.solarize(img, m),
     "AutoContrast": lambda img, m, interp, fill: F.autocontrast(img),

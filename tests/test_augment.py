@@ -15,6 +15,7 @@ from dataset_builder.augment import (
     OP_NAMES,
     AugmentationParams,
     apply_augmentation,
+    apply_rand_augment_op,
     augment_image,
     compress,
     decompress,
@@ -23,6 +24,7 @@ from dataset_builder.augment import (
     sample_crop,
     seed_for_key,
 )
+from modeling_mobileclip.testing_utils import natural_pixels
 
 SIGNED_OPS = {"ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Brightness", "Color", "Contrast", "Sharpness"}
 
@@ -119,6 +121,19 @@ def test_replay_each_forced_op(op_name):
     if op_name not in ("Identity", "AutoContrast"):  # the others visibly change a noisy gradient
         assert not np.array_equal(np.asarray(replayed), np.asarray(torchvision_replay(
             image, AugmentationParams(params.crop, None), (224, 224))))
+
+
+def test_sharpness_is_pils_pixel_for_pixel():
+    """Sharpness filters PIL images with its own SMOOTH (faster than PIL's): the very pixels of PIL's, for RGB and grey
+    images of any size (up to 2 px wide, returned unfiltered as by PIL), photo-like or noise, at any factor."""
+    rng = np.random.default_rng(0)
+    for trial in range(120):
+        height, width = (int(v) for v in rng.integers(1, 40, 2))
+        pixels = natural_pixels(trial, height, width) if trial % 2 else rng.integers(0, 256, (height, width, 3),
+                                                                                       dtype=np.uint8)
+        image = Image.fromarray(pixels).convert("L" if trial % 3 == 0 else "RGB")
+        magnitude = float(rng.uniform(-0.9, 0.9))
+        assert_same(apply_rand_augment_op(image, "Sharpness", magnitude), F.adjust_sharpness(image, 1.0 + magnitude))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
