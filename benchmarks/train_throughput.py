@@ -11,9 +11,10 @@ after the warm-up. The data is a DataCompDR-shaped reinforced dataset of synthet
 augmentations, N=5 synthetic captions, two 768-d teachers), written by dataset_builder. Online distillation runs two
 `--teacher` models live on the same augmented images (the paper's teachers are two ViT-L/14 CLIPs:
 `mobileclip-l14` has that image and text tower). The data pipeline is timed alone, without a model: one DataLoader
-worker per recipe, exact and with `fast_jpeg_decode`, in samples per CPU-second of the worker process (user + system
-time from its first batch to its last, over `--data-epochs` epochs): on a shared machine wall time measures the other
-processes as much as the loader. `--data-only` measures only that and keeps the training figures of `--out`.
+worker per recipe, exact and with each of the fast replay options (`DATA_VARIANTS`), in samples per CPU-second of the
+worker process (user + system time from its first batch to its last, over `--data-epochs` epochs): on a shared machine
+wall time measures the other processes as much as the loader. `--data-only` measures only that and keeps the training
+figures of `--out`.
 """
 
 import argparse
@@ -35,6 +36,13 @@ from train.data import ImageSpec, SourceImage, dct_scale, load_train_dataset
 from train.train import TrainConfig, build_train_data, load_teachers, training_function
 
 RECIPES = ("reinforced", "clip", "online_distill")
+# The data pipeline's replay: exact (the builder's pixels), and with the options that trade exactness for speed.
+DATA_VARIANTS = {
+    "exact": {},
+    "fast_jpeg_decode": {"fast_jpeg_decode": True},
+    "fast_resize": {"fast_resize": True},
+    "fast_resize + fast_jpeg_decode": {"fast_resize": True, "fast_jpeg_decode": True},
+}
 
 
 def teacher_folder(teacher: str, work: str) -> str:
@@ -112,13 +120,14 @@ def markdown(result: dict) -> str:
     precision = "fp32" if a["mixed_precision"] == "no" else a["mixed_precision"]
     lines = [f"Student `{a['student']}`, batch {a['batch_size']}, {precision}, {a['num_workers']} "
              f"loader workers; online teachers: 2 x `{a['teacher']}`; {result['device']}.", "",
-             "| recipe | training samples/s (median) | min-max | data pipeline samples per worker CPU-second: exact "
-             "| with `fast_jpeg_decode` |",
-             "|---|---|---|---|---|"]
+             "| recipe | training samples/s (median) | min-max | "
+             + " | ".join(f"data pipeline samples per worker CPU-second: {v}" if v == "exact" else f"`{v}`"
+                          for v in DATA_VARIANTS) + " |",
+             "|---|---|---|" + "---|" * len(DATA_VARIANTS)]
     for recipe in a["recipes"]:
         t, d = result["train"][recipe], result["data_per_worker"][recipe]
-        fast = result["data_per_worker_fast_jpeg_decode"][recipe]
-        lines.append(f"| {recipe} | {t['samples_per_s']:.1f} | {t['min']:.1f}-{t['max']:.1f} | {d:.1f} | {fast:.1f} |")
+        lines.append(f"| {recipe} | {t['samples_per_s']:.1f} | {t['min']:.1f}-{t['max']:.1f} | "
+                     + " | ".join(f"{d[v]:.1f}" for v in DATA_VARIANTS) + " |")
     lines += ["", f"Data pipeline: one loader worker, its CPU time over {result['data_epochs']} epochs of the "
               f"{result['num_images']} images; `fast_jpeg_decode` could reduce the decode of "
               f"{100 * result['reducible_crops']:.0f}% of the stored crops at the student's resolution."]
@@ -159,7 +168,8 @@ def main() -> None:
     num_images = args.batch_size * (args.warmup + args.steps + 1)
     result = stored_result(args, args.out) if args.data_only else {
         "device": device_name(args.device), "torch": torch.__version__, "args": vars(args), "train": {}}
-    result.update(data_per_worker={}, data_per_worker_fast_jpeg_decode={}, data_epochs=args.data_epochs,
+    result.pop("data_per_worker_fast_jpeg_decode", None)  # the layout before DATA_VARIANTS
+    result.update(data_per_worker={}, data_epochs=args.data_epochs,
                   num_images=num_images, data_unit="samples per CPU-second of one DataLoader worker")
     with tempfile.TemporaryDirectory() as work:
         data = os.path.join(work, "data")
@@ -171,14 +181,15 @@ def main() -> None:
         teacher = teacher_folder(args.teacher, work) if "online_distill" in args.recipes else args.teacher
         for recipe in args.recipes:
             cfg = run_config(recipe, data, args, work, teacher)
-            for key, fast in (("data_per_worker", False), ("data_per_worker_fast_jpeg_decode", True)):
-                result[key][recipe] = data_samples_per_cpu_s(dataclasses.replace(cfg, fast_jpeg_decode=fast),
-                                                             args.data_epochs)
+            result["data_per_worker"][recipe] = {
+                variant: data_samples_per_cpu_s(dataclasses.replace(cfg, **options), args.data_epochs)
+                for variant, options in DATA_VARIANTS.items()}
             if not args.data_only:
                 result["train"][recipe] = train_samples_per_s(cfg, args)
             print(f"{recipe}: {result['train'][recipe]['samples_per_s']:.1f} samples/s training; per data worker "
-                  f"CPU-second {result['data_per_worker'][recipe]:.1f} samples exact, "
-                  f"{result['data_per_worker_fast_jpeg_decode'][recipe]:.1f} with fast_jpeg_decode", flush=True)
+                  "CPU-second: " + ", ".join(f"{value:.1f} samples {variant}"
+                                             for variant, value in result["data_per_worker"][recipe].items()),
+                  flush=True)
     write_results(result, markdown(result), args.out)
 
 

@@ -77,7 +77,9 @@ def test_train_throughput_smoke(tmp_path):
     assert set(result["train"]) == set(result["data_per_worker"]) == {"reinforced", "clip", "online_distill"}
     for recipe, train in result["train"].items():
         assert train["steps"] == 2 and 0 < train["min"] <= train["samples_per_s"] <= train["max"], recipe
-        assert result["data_per_worker"][recipe] > 0
+        assert set(result["data_per_worker"][recipe]) == {"exact", "fast_jpeg_decode", "fast_resize",
+                                                          "fast_resize + fast_jpeg_decode"}, recipe
+        assert all(value > 0 for value in result["data_per_worker"][recipe].values()), recipe
     assert result["bytes_per_sample"] > 2 * 1536 * 2  # two fp16 1536-d rows (K=2) at least, plus the JPEG
     assert "| online_distill |" in run.stdout and (tmp_path / "train.md").exists()
 

@@ -289,14 +289,16 @@ def resized_crop_uint8(image: Image.Image, crop: Crop, size: int, interpolation:
     (`F.interpolate(..., antialias=True)`, bilinear or bicubic), about twice as fast on the CPU as the PIL resize of
     `apply_augmentation`. Not bit for bit PIL's. Measured on photo-like images (`testing_utils.natural_pixels`, 240x320
     to 480x640, crops to 48-256 px; tests/test_data_pipeline.py checks the bounds): 0.3-5% of a crop's pixels differ,
-    by one level of 255 (bilinear) or up to 5 (bicubic), a mean absolute difference of 0.003-0.05 levels; after the
+    by 1-2 levels of 255 (bilinear) or up to 5 (bicubic), a mean absolute difference of 0.003-0.05 levels; after the
     stored RandAugment ops, which amplify a few of them (Solarize flips pixels next to its threshold), 0.004-0.06 on
     average and at most 0.8 in any sample.
     """
     check_crop(crop, (image.height, image.width))
     i, j, h, w = crop
-    # (1, 3, h, w) viewed channels-last on PIL's (H, W, 3) layout: the fast path of the uint8 kernels.
+    # The box of PIL's (H, W, 3) layout as a contiguous channels-last (1, 3, h, w): the fast path of the uint8 kernels
+    # (a strided view takes twice as long), whose output is channels-last too, so (h, w, 3) again without a copy.
     pixels = torch.from_numpy(np.array(image)).permute(2, 0, 1)[None, :, i:i + h, j:j + w]
+    pixels = pixels.contiguous(memory_format=torch.channels_last)
     out = F.interpolate(pixels, size=(size, size), mode=interpolation.value, antialias=True)
     return Image.fromarray(np.ascontiguousarray(out[0].permute(1, 2, 0).numpy()))
 
