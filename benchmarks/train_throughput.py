@@ -13,7 +13,9 @@ augmentations, N=5 synthetic captions, two 768-d teachers), written by dataset_b
 `mobileclip-l14` has that image and text tower). The data pipeline is timed alone, without a model: one DataLoader
 worker per recipe, exact and with each of the fast replay options (`DATA_VARIANTS`), in samples per CPU-second of the
 worker process (user + system time from its first batch to its last, over `--data-epochs` epochs): on a shared machine
-wall time measures the other processes as much as the loader. `--data-only` measures only that and keeps the training
+wall time measures the other processes as much as the loader. The variants are measured in turn, `--data-rounds` times,
+and each figure is the median of its rounds: on a shared virtual machine the CPU time of the same work varies by 10-15%
+from one minute to the next. `--data-only` measures only that and keeps the training
 figures of `--out`.
 """
 
@@ -129,7 +131,8 @@ def markdown(result: dict) -> str:
         lines.append(f"| {recipe} | {t['samples_per_s']:.1f} | {t['min']:.1f}-{t['max']:.1f} | "
                      + " | ".join(f"{d[v]:.1f}" for v in DATA_VARIANTS) + " |")
     lines += ["", f"Data pipeline: one loader worker, its CPU time over {result['data_epochs']} epochs of the "
-              f"{result['num_images']} images; `fast_jpeg_decode` could reduce the decode of "
+              f"{result['num_images']} images, median of {result['data_rounds']} interleaved rounds (min-max in the "
+              "JSON); `fast_jpeg_decode` could reduce the decode of "
               f"{100 * result['reducible_crops']:.0f}% of the stored crops at the student's resolution."]
     return "\n".join(lines) + "\n"
 
@@ -159,7 +162,8 @@ def main() -> None:
     p.add_argument("--k", type=int, default=30)
     p.add_argument("--n", type=int, default=5)
     p.add_argument("--recipes", nargs="+", choices=RECIPES, default=list(RECIPES))
-    p.add_argument("--data-epochs", type=int, default=5, help="epochs of the data-pipeline measurement")
+    p.add_argument("--data-epochs", type=int, default=5, help="epochs of one data-pipeline measurement")
+    p.add_argument("--data-rounds", type=int, default=3, help="interleaved rounds of the data-pipeline variants")
     p.add_argument("--data-only", action="store_true", help="measure the data pipeline only; keep --out's training")
     p.add_argument("--out", default="benchmarks/results/train_cpu.json")
     args = p.parse_args()
@@ -169,7 +173,8 @@ def main() -> None:
     result = stored_result(args, args.out) if args.data_only else {
         "device": device_name(args.device), "torch": torch.__version__, "args": vars(args), "train": {}}
     result.pop("data_per_worker_fast_jpeg_decode", None)  # the layout before DATA_VARIANTS
-    result.update(data_per_worker={}, data_epochs=args.data_epochs,
+    result.update(data_per_worker={}, data_per_worker_rounds={}, data_epochs=args.data_epochs,
+                  data_rounds=args.data_rounds,
                   num_images=num_images, data_unit="samples per CPU-second of one DataLoader worker")
     with tempfile.TemporaryDirectory() as work:
         data = os.path.join(work, "data")
@@ -181,9 +186,13 @@ def main() -> None:
         teacher = teacher_folder(args.teacher, work) if "online_distill" in args.recipes else args.teacher
         for recipe in args.recipes:
             cfg = run_config(recipe, data, args, work, teacher)
-            result["data_per_worker"][recipe] = {
-                variant: data_samples_per_cpu_s(dataclasses.replace(cfg, **options), args.data_epochs)
-                for variant, options in DATA_VARIANTS.items()}
+            rounds = {variant: [] for variant in DATA_VARIANTS}
+            for _ in range(args.data_rounds):
+                for variant, options in DATA_VARIANTS.items():
+                    rounds[variant].append(data_samples_per_cpu_s(dataclasses.replace(cfg, **options),
+                                                                  args.data_epochs))
+            result["data_per_worker_rounds"][recipe] = rounds
+            result["data_per_worker"][recipe] = {v: statistics.median(r) for v, r in rounds.items()}
             if not args.data_only:
                 result["train"][recipe] = train_samples_per_s(cfg, args)
             print(f"{recipe}: {result['train'][recipe]['samples_per_s']:.1f} samples/s training; per data worker "

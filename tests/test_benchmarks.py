@@ -72,7 +72,8 @@ def test_train_throughput_smoke(tmp_path):
     model = _tiny_model(tmp_path / "tiny")
     out = tmp_path / "train.json"
     run = _module("train_throughput", "--student", model, "--teacher", model, "--batch-size", "4", "--warmup", "1",
-                  "--steps", "2", "--k", "2", "--n", "1", "--num-workers", "0", "--out", str(out))
+                  "--steps", "2", "--k", "2", "--n", "1", "--num-workers", "0", "--data-epochs", "1",
+                  "--data-rounds", "2", "--out", str(out))
     result = json.loads(out.read_text())
     assert set(result["train"]) == set(result["data_per_worker"]) == {"reinforced", "clip", "online_distill"}
     for recipe, train in result["train"].items():
@@ -80,6 +81,7 @@ def test_train_throughput_smoke(tmp_path):
         assert set(result["data_per_worker"][recipe]) == {"exact", "fast_jpeg_decode", "fast_resize",
                                                           "fast_resize + fast_jpeg_decode"}, recipe
         assert all(value > 0 for value in result["data_per_worker"][recipe].values()), recipe
+        assert all(len(rounds) == 2 for rounds in result["data_per_worker_rounds"][recipe].values()), recipe
     assert result["bytes_per_sample"] > 2 * 1536 * 2  # two fp16 1536-d rows (K=2) at least, plus the JPEG
     assert "| online_distill |" in run.stdout and (tmp_path / "train.md").exists()
 

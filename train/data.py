@@ -286,12 +286,12 @@ class SourceImage:
 
 def resized_crop_uint8(image: Image.Image, crop: Crop, size: int, interpolation: InterpolationMode) -> Image.Image:
     """The `crop` box of an RGB image resized to `size` x `size` by PyTorch's antialiased uint8 interpolation
-    (`F.interpolate(..., antialias=True)`, bilinear or bicubic), about twice as fast on the CPU as the PIL resize of
-    `apply_augmentation`. Not bit for bit PIL's. Measured on photo-like images (`testing_utils.natural_pixels`, 240x320
-    to 480x640, crops to 48-256 px; tests/test_data_pipeline.py checks the bounds): 0.3-5% of a crop's pixels differ,
-    by 1-2 levels of 255 (bilinear) or up to 5 (bicubic), a mean absolute difference of 0.003-0.05 levels; after the
-    stored RandAugment ops, which amplify a few of them (Solarize flips pixels next to its threshold), 0.004-0.06 on
-    average and at most 0.8 in any sample.
+    (`F.interpolate(..., antialias=True)`, bilinear or bicubic), two to three times as fast on the CPU as the PIL
+    resize of `apply_augmentation`. Not bit for bit PIL's. Measured on photo-like images
+    (`testing_utils.natural_pixels`, 240x320 to 480x640, crops to 48-256 px; tests/test_data_pipeline.py checks the
+    bounds): 0.3-5% of a crop's pixels differ, by 1-2 levels of 255 (bilinear) or up to 5 (bicubic), a mean absolute
+    difference of 0.003-0.05 levels; after the stored RandAugment ops, which amplify a few of them (Solarize flips
+    pixels next to its threshold), 0.004-0.06 on average and at most 0.8 in any sample.
     """
     check_crop(crop, (image.height, image.width))
     i, j, h, w = crop
@@ -311,7 +311,7 @@ def replay(image: Image.Image, scale: int, params: AugmentationParams, spec: Ima
            fast_resize: bool = False) -> Image.Image:
     """`params` replayed on `image` (the source image reduced `scale` times, `SourceImage.decode`) at `spec`'s size
     and interpolation; with `scale` 1 exactly Apple's `reapply` (training/dr/transforms.py), unless `fast_resize`
-    resizes the crop with `resized_crop_uint8` instead of PIL."""
+    resizes the crop with `resized_crop_uint8` instead of PIL (a reduced image is resized by PIL either way)."""
     interpolation = _interpolation(spec)
     if scale == 1 and fast_resize:
         image = resized_crop_uint8(image, params.crop, spec.size, interpolation)
@@ -385,10 +385,11 @@ class SampleTransform:
                              f"(syn_sets {syn_sets}, recipe {recipe})")
         self.mix_synthetic_ratio, self.sample_sequential = mix_synthetic_ratio, sample_sequential
         self.min_image_size, self.fast_jpeg_decode = min_image_size, fast_jpeg_decode
-        slow = [s.interpolation for s in (student, teacher) if s and s.interpolation not in FAST_RESIZE_INTERPOLATIONS]
-        if fast_resize and slow:
+        unsupported = [spec.interpolation for spec in (student, teacher)
+                       if spec and spec.interpolation not in FAST_RESIZE_INTERPOLATIONS]
+        if fast_resize and unsupported:
             raise ValueError(f"fast_resize supports {' or '.join(FAST_RESIZE_INTERPOLATIONS)} interpolation, not "
-                             f"{slow[0]!r}")
+                             f"{unsupported[0]!r}")
         self.fast_resize = fast_resize
 
     def __call__(self, row: dict, uid: str, epoch: int) -> dict[str, torch.Tensor]:
