@@ -15,8 +15,7 @@ worker per recipe, exact and with each of the fast replay options (`DATA_VARIANT
 worker process (user + system time from its first batch to its last, over `--data-epochs` epochs): on a shared machine
 wall time measures the other processes as much as the loader. The variants are measured in turn, `--data-rounds` times,
 and each figure is the median of its rounds: on a shared virtual machine the CPU time of the same work varies by 10-15%
-from one minute to the next. `--data-only` measures only that and keeps the training
-figures of `--out`.
+from one minute to the next. `--data-only` measures only that and keeps the training figures of `--out`.
 """
 
 import argparse
@@ -172,7 +171,6 @@ def main() -> None:
     num_images = args.batch_size * (args.warmup + args.steps + 1)
     result = stored_result(args, args.out) if args.data_only else {
         "device": device_name(args.device), "torch": torch.__version__, "args": vars(args), "train": {}}
-    result.pop("data_per_worker_fast_jpeg_decode", None)  # the layout before DATA_VARIANTS
     result.update(data_per_worker={}, data_per_worker_rounds={}, data_epochs=args.data_epochs,
                   data_rounds=args.data_rounds,
                   num_images=num_images, data_unit="samples per CPU-second of one DataLoader worker")

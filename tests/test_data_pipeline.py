@@ -339,7 +339,8 @@ def test_fast_resize_deviation_is_within_the_documented_bound(interpolation, siz
             crop_deviations.append(deviation(exact, fast))
             sample_deviations.append(deviation(SPEC.to_tensor(replay(image, 1, params, spec)),
                                                SPEC.to_tensor(replay(image, 1, params, spec, True))))
-    assert np.mean(changed) <= FAST_RESIZE_MAX_CHANGED and max(crop_deviations) <= FAST_RESIZE_MAX_CROP_DEVIATION
+    assert 0 < np.mean(changed) <= FAST_RESIZE_MAX_CHANGED  # PyTorch's kernel, close to PIL's but not PIL's
+    assert max(crop_deviations) <= FAST_RESIZE_MAX_CROP_DEVIATION
     assert max(sample_deviations) <= FAST_RESIZE_MAX_SAMPLE_DEVIATION
     # A box outside the image is refused, as by the exact replay, instead of being clipped by the slicing.
     with pytest.raises(ValueError, match=r"crop box \(200, 0, 100, 100\) is not inside a 240x320 image"):
@@ -349,13 +350,15 @@ def test_fast_resize_deviation_is_within_the_documented_bound(interpolation, siz
 def test_fast_resize_changes_only_the_pixels(assets):
     rows = assets["rows"]
     exact, fast = MapStyleDataset(rows, transform()), MapStyleDataset(rows, transform(fast_resize=True))
+    deviations = []
     for epoch in range(2):
         exact.set_epoch(epoch)
         fast.set_epoch(epoch)
         for a, b in zip(exact.__getitems__(list(range(len(rows)))), fast.__getitems__(list(range(len(rows)))),
                         strict=True):
             assert all(torch.equal(a[k], b[k]) for k in a if k not in ("pixel_values", "num_skipped"))
-            assert deviation(a["pixel_values"], b["pixel_values"]) <= FAST_RESIZE_MAX_SAMPLE_DEVIATION
+            deviations.append(deviation(a["pixel_values"], b["pixel_values"]))
+    assert 0 < max(deviations) <= FAST_RESIZE_MAX_SAMPLE_DEVIATION
     with pytest.raises(ValueError, match="fast_resize supports bilinear or bicubic interpolation, not 'nearest'"):
         SampleTransform("reinforced", ImageSpec(SIZE, "nearest"), Tokenize(TOKENIZER, CONTEXT), 0, INFO,
                         fast_resize=True)
