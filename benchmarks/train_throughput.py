@@ -12,8 +12,10 @@ augmentations, N=5 synthetic captions, two 768-d teachers), written by dataset_b
 `--teacher` models live on the same augmented images (the paper's teachers are two ViT-L/14 CLIPs:
 `mobileclip-l14` has that image and text tower). The data pipeline is timed alone, without a model: one DataLoader
 worker per recipe, exact and with each of the fast replay options (`DATA_VARIANTS`), in samples per CPU-second of the
-worker process (user + system time from its first batch to its last, over `--data-epochs` epochs): on a shared machine
-wall time measures the other processes as much as the loader. The variants are measured in turn, `--data-rounds` times,
+worker process (user + system time from its first batch to its last, over `--data-epochs` epochs of a dataset of its
+own, `--data-images` long): on a shared machine wall time measures the other processes as much as the loader, and a
+worker forked anew for each epoch prepares its first batches slowly, which a real epoch amortises (epochs of 128
+images measured a quarter slower than epochs of 512 here). The variants are measured in turn, `--data-rounds` times,
 and each figure is the median of its rounds: on a shared virtual machine the CPU time of the same work varies by 10-15%
 from one minute to the next. `--data-only` measures only that and keeps the training figures of `--out`.
 """
@@ -101,6 +103,9 @@ def data_samples_per_cpu_s(cfg: TrainConfig, epochs: int) -> float:
             samples += len(batch["pixel_values"])
             end = sum(worker.cpu_times()[:2])  # read while the worker is alive: it exits after the last batch
         cpu_s += end - start
+    if cpu_s <= 0:  # the process clock ticks in 10 ms: a few tiny batches can take "no" time
+        raise SystemExit(f"the data pipeline's {samples} timed samples took no measurable CPU time: raise --data-images "
+                         "or --data-epochs")
     return samples / cpu_s
 
 
@@ -129,8 +134,8 @@ def markdown(result: dict) -> str:
         t, d = result["train"][recipe], result["data_per_worker"][recipe]
         lines.append(f"| {recipe} | {t['samples_per_s']:.1f} | {t['min']:.1f}-{t['max']:.1f} | "
                      + " | ".join(f"{d[v]:.1f}" for v in DATA_VARIANTS) + " |")
-    lines += ["", f"Data pipeline: one loader worker, its CPU time over {result['data_epochs']} epochs of the "
-              f"{result['num_images']} images, median of {result['data_rounds']} interleaved rounds (min-max in the "
+    lines += ["", f"Data pipeline: one loader worker, its CPU time over {result['data_epochs']} epochs of "
+              f"{result['data_images']} images, median of {result['data_rounds']} interleaved rounds (min-max in the "
               "JSON); `fast_jpeg_decode` could reduce the decode of "
               f"{100 * result['reducible_crops']:.0f}% of the stored crops at the student's resolution."]
     return "\n".join(lines) + "\n"
@@ -161,7 +166,8 @@ def main() -> None:
     p.add_argument("--k", type=int, default=30)
     p.add_argument("--n", type=int, default=5)
     p.add_argument("--recipes", nargs="+", choices=RECIPES, default=list(RECIPES))
-    p.add_argument("--data-epochs", type=int, default=5, help="epochs of one data-pipeline measurement")
+    p.add_argument("--data-epochs", type=int, default=2, help="epochs of one data-pipeline measurement")
+    p.add_argument("--data-images", type=int, default=512, help="images of the data-pipeline measurement's dataset")
     p.add_argument("--data-rounds", type=int, default=3, help="interleaved rounds of the data-pipeline variants")
     p.add_argument("--data-only", action="store_true", help="measure the data pipeline only; keep --out's training")
     p.add_argument("--out", default="benchmarks/results/train_cpu.json")
@@ -173,22 +179,25 @@ def main() -> None:
         "device": device_name(args.device), "torch": torch.__version__, "args": vars(args), "train": {}}
     result.update(data_per_worker={}, data_per_worker_rounds={}, data_epochs=args.data_epochs,
                   data_rounds=args.data_rounds,
-                  num_images=num_images, data_unit="samples per CPU-second of one DataLoader worker")
+                  num_images=num_images, data_images=args.data_images,
+                  data_unit="samples per CPU-second of one DataLoader worker")
     with tempfile.TemporaryDirectory() as work:
         data = os.path.join(work, "data")
         report = reinforced_dataset(data, num_images, args.k, args.n, num_workers=os.cpu_count() or 1)
         result["bytes_per_sample"] = report["storage"]["bytes_per_sample"]
         _, processor = load_model_and_processor(args.student, random_init=True)
         student = ImageSpec.from_image_processor(processor.image_processor)
-        result["reducible_crops"] = reducible_fraction(data, student.size)
+        data_pipeline = os.path.join(work, "data_pipeline")
+        reinforced_dataset(data_pipeline, args.data_images, args.k, args.n, num_workers=os.cpu_count() or 1)
+        result["reducible_crops"] = reducible_fraction(data_pipeline, student.size)
         teacher = teacher_folder(args.teacher, work) if "online_distill" in args.recipes else args.teacher
         for recipe in args.recipes:
             cfg = run_config(recipe, data, args, work, teacher)
             rounds = {variant: [] for variant in DATA_VARIANTS}
             for _ in range(args.data_rounds):
                 for variant, options in DATA_VARIANTS.items():
-                    rounds[variant].append(data_samples_per_cpu_s(dataclasses.replace(cfg, **options),
-                                                                  args.data_epochs))
+                    rounds[variant].append(data_samples_per_cpu_s(
+                        dataclasses.replace(cfg, train_dataset=data_pipeline, **options), args.data_epochs))
             result["data_per_worker_rounds"][recipe] = rounds
             result["data_per_worker"][recipe] = {v: statistics.median(r) for v, r in rounds.items()}
             if not args.data_only:

@@ -73,7 +73,7 @@ def test_train_throughput_smoke(tmp_path):
     out = tmp_path / "train.json"
     run = _module("train_throughput", "--student", model, "--teacher", model, "--batch-size", "4", "--warmup", "1",
                   "--steps", "2", "--k", "2", "--n", "1", "--num-workers", "0", "--data-epochs", "1",
-                  "--data-rounds", "2", "--out", str(out))
+                  "--data-rounds", "2", "--data-images", "16", "--out", str(out))
     result = json.loads(out.read_text())
     assert set(result["train"]) == set(result["data_per_worker"]) == {"reinforced", "clip", "online_distill"}
     for recipe, train in result["train"].items():
