@@ -104,8 +104,8 @@ def data_samples_per_cpu_s(cfg: TrainConfig, epochs: int) -> float:
             end = sum(worker.cpu_times()[:2])  # read while the worker is alive: it exits after the last batch
         cpu_s += end - start
     if cpu_s <= 0:  # the process clock ticks in 10 ms: a few tiny batches can take "no" time
-        raise SystemExit(f"the data pipeline's {samples} timed samples took no measurable CPU time: raise --data-images "
-                         "or --data-epochs")
+        raise SystemExit(f"the data pipeline's {samples} timed samples took no measurable CPU time: raise "
+                         "--data-images or --data-epochs")
     return samples / cpu_s
 
 
