@@ -15,7 +15,7 @@ worker per recipe, exact and with each of the fast replay options (`DATA_VARIANT
 worker process (user + system time from its first batch to its last, over `--data-epochs` epochs of a dataset of its
 own, `--data-images` long): on a shared machine wall time measures the other processes as much as the loader, and a
 worker forked anew for each epoch prepares its first batches slowly, which a real epoch amortises (epochs of 128
-images measured a quarter slower than epochs of 512 here). The variants are measured in turn, `--data-rounds` times,
+images measured 10-25% slower than epochs of 512 here). The variants are measured in turn, `--data-rounds` times,
 and each figure is the median of its rounds: on a shared virtual machine the CPU time of the same work varies by 10-15%
 from one minute to the next. `--data-only` measures only that and keeps the training figures of `--out`.
 """
