@@ -182,13 +182,13 @@ def main() -> None:
                   num_images=num_images, data_images=args.data_images,
                   data_unit="samples per CPU-second of one DataLoader worker")
     with tempfile.TemporaryDirectory() as work:
-        data = os.path.join(work, "data")
-        report = reinforced_dataset(data, num_images, args.k, args.n, num_workers=os.cpu_count() or 1)
+        data, data_pipeline = os.path.join(work, "data"), os.path.join(work, "data_pipeline")
+        if not args.data_only:  # the training runs' dataset
+            reinforced_dataset(data, num_images, args.k, args.n, num_workers=os.cpu_count() or 1)
+        report = reinforced_dataset(data_pipeline, args.data_images, args.k, args.n, num_workers=os.cpu_count() or 1)
         result["bytes_per_sample"] = report["storage"]["bytes_per_sample"]
         _, processor = load_model_and_processor(args.student, random_init=True)
         student = ImageSpec.from_image_processor(processor.image_processor)
-        data_pipeline = os.path.join(work, "data_pipeline")
-        reinforced_dataset(data_pipeline, args.data_images, args.k, args.n, num_workers=os.cpu_count() or 1)
         result["reducible_crops"] = reducible_fraction(data_pipeline, student.size)
         teacher = teacher_folder(args.teacher, work) if "online_distill" in args.recipes else args.teacher
         for recipe in args.recipes:

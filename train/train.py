@@ -107,9 +107,8 @@ class TrainConfig:
     # times the input size in both dims: a faster loader, but the pixels then differ slightly from those the stored
     # teacher embeddings were computed on (data.py `SourceImage`). Off: the stored augmentations replayed exactly.
     fast_jpeg_decode: bool = False
-    # Resize the replayed crop with PyTorch's antialiased uint8 kernels instead of PIL's, about twice as fast: up to 5%
-    # of the pixels then differ from the exact replay's, by a level or a few (data.py `resized_crop_uint8`). Bilinear
-    # or bicubic only.
+    # Resize the replayed crop with PyTorch's antialiased uint8 kernels instead of PIL's: faster, a few pixels then a
+    # level or a few off the exact replay's (data.py `resized_crop_uint8` has the figures). Bilinear or bicubic only.
     fast_resize: bool = False
     crop_scale: list[Number] = field(default_factory=lambda: list(CLIP_CROP_SCALE))  # clip recipe: RRC area range
     teacher_models: list[str] = field(default_factory=list)  # online_distill: teacher folders (same input size)
