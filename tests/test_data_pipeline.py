@@ -14,9 +14,11 @@ import types
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from datasets import Dataset
 from huggingface_hub.errors import StrictDataclassError
 from PIL import Image
+from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
@@ -36,6 +38,7 @@ from train.data import (
     dct_scale,
     load_train_dataset,
     replay,
+    resized_crop_uint8,
 )
 from train.evaluate import load_model_and_processor
 from train.train import TrainConfig, build_train_data, load_config
@@ -345,6 +348,19 @@ def test_fast_resize_deviation_is_within_the_documented_bound(interpolation, siz
     # A box outside the image is refused, as by the exact replay, instead of being clipped by the slicing.
     with pytest.raises(ValueError, match=r"crop box \(200, 0, 100, 100\) is not inside a 240x320 image"):
         replay(image, 1, AugmentationParams((200, 0, 100, 100), None), spec, True)
+
+
+@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic"])
+def test_fast_resize_is_pytorchs_resize_of_the_crop(interpolation):
+    """`resized_crop_uint8`'s channels-last box, bit for bit F.interpolate of the channels-first crop of the image."""
+    image = Image.fromarray(natural_pixels(0, HEIGHT, WIDTH))
+    mode = InterpolationMode(interpolation)
+    for params in sample_augmentations((HEIGHT, WIDTH), 12, 0, output_size=64):
+        i, j, h, w = params.crop
+        crop = TF.pil_to_tensor(image)[None, :, i:i + h, j:j + w].contiguous()
+        for size in (48, 256):
+            want = F.interpolate(crop, size=(size, size), mode=interpolation, antialias=True)[0].permute(1, 2, 0)
+            assert torch.equal(SPEC.to_tensor(resized_crop_uint8(image, params.crop, size, mode)), want)
 
 
 def test_fast_resize_changes_only_the_pixels(assets):
