@@ -1,7 +1,6 @@
 """The benchmarks' smoke modes run end to end and write the documented JSON, so the scripts cannot rot."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,17 +8,13 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-# OpenVINO 2026.4's CPU plugin segfaults running NNCF's int8 MCi image encoders with its AMX kernels (Intel Xeon with
-# amx_int8; the README's export section): the benchmarks run with oneDNN capped below AMX, so that these smoke runs
-# check the scripts, the same on every x86 CPU. The cap is an upper bound: it changes nothing on CPUs without AMX.
-BENCHMARK_ENV = dict(os.environ, ONEDNN_MAX_CPU_ISA="AVX512_CORE_BF16")
 
 
 def _module(name: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     """`python -m benchmarks.<name>` from the repository root, as the README runs it (a subprocess: the benchmarks set
     torch's thread count)."""
     run = subprocess.run([sys.executable, "-m", f"benchmarks.{name}", *args], capture_output=True, text=True,
-                         timeout=timeout, cwd=REPO, env=BENCHMARK_ENV)
+                         timeout=timeout, cwd=REPO)
     assert run.returncode == 0, run.stderr[-3000:]
     return run
 
