@@ -5,13 +5,14 @@ import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
 
+import pytest
+
 # OpenVINO 2026.4's CPU plugin segfaults running NNCF's int8 MCi image encoders with its AMX kernels (Intel Xeon with
 # amx_int8; the README's export section). The suite caps oneDNN (PyTorch's and OpenVINO's) below AMX, before either
 # loads, so that it checks the same kernels on every x86 CPU; the cap is an upper bound, a no-op without AMX. Set here,
 # it reaches the spawned processes and the benchmark subprocesses too.
 os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
 
-import pytest  # noqa: E402
 import torch  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
