@@ -215,8 +215,9 @@ def build_candidates(models: dict, clip_model, onnx_dir: str | None, batch: int,
         groups["model"][name] = Candidate(lambda: (run_image(), run_text()), fused_params["model"])
 
     if args.compile:
-        image_fn = torch.compile(ImageEncoder(fused).eval(), dynamic=False)
-        text_fn = torch.compile(TextEncoder(fused).eval(), dynamic=False)
+        setup["compile_mode"] = args.compile_mode
+        image_fn = torch.compile(ImageEncoder(fused).eval(), dynamic=False, mode=args.compile_mode)
+        text_fn = torch.compile(TextEncoder(fused).eval(), dynamic=False, mode=args.compile_mode)
         for tower, fn, x in (("image", image_fn, pixel_values), ("text", text_fn, input_ids)):
             start = time.perf_counter()
             fn(x)  # compiles for this shape
@@ -387,6 +388,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-extra-rounds", type=float, default=1.0,
                         help="extra rounds allowed to replace discarded ones, as a multiple of --rounds")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile (slow to compile)")
+    parser.add_argument("--compile-mode", choices=("default", "reduce-overhead", "max-autotune"), default=None,
+                        help="torch.compile's mode (default: reduce-overhead, i.e. with CUDA graphs, on CUDA; "
+                             "default on CPU)")
     parser.add_argument("--no-onnx", action="store_true", help="skip the onnxruntime candidates")
     parser.add_argument("--no-int8", action="store_true", help="skip the int8 onnxruntime and OpenVINO candidates")
     parser.add_argument("--exporter", choices=("auto", "dynamo", "torchscript"), default=None,
@@ -421,6 +425,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"unknown variant(s) {unknown}{' in --smoke' if args.smoke else ''}; choose from {valid}")
     args.exporter = args.exporter or "auto"
     args.dtype = args.dtype or ("fp16" if args.device == "cuda" else "fp32")
+    args.compile_mode = args.compile_mode or ("reduce-overhead" if args.device == "cuda" else "default")
     args.threads = args.threads or torch.get_num_threads()
     if args.output is None and not args.smoke:
         args.output = str(Path(__file__).resolve().parent / "results" / f"latency_{args.device}.json")

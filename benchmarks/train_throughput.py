@@ -33,6 +33,7 @@ import torch
 from accelerate import PartialState
 
 from benchmarks.common import device_name, reinforced_dataset, write_results
+from benchmarks.harness import memory_probe
 from dataset_builder.augment import decompress
 from modeling_mobileclip import VARIANTS, load_model_and_processor, normalize_variant
 from train.data import ImageSpec, SourceImage, dct_scale, load_train_dataset
@@ -72,14 +73,16 @@ def run_config(recipe: str, data: str, args, work: str, teacher: str) -> TrainCo
 
 
 def train_samples_per_s(cfg: TrainConfig, args) -> dict:
-    """Median per-step samples/s of a short `training_function` run (after `args.warmup` steps)."""
+    """Median per-step samples/s of a short `training_function` run (after `args.warmup` steps), and the run's peak
+    memory (`harness.memory_probe`: on CUDA the allocator's peak, on CPU the resident high-water mark over the run,
+    loader workers not included)."""
     start = time.perf_counter()
-    training_function(cfg)
+    peak_mb = memory_probe(args.device)(lambda: training_function(cfg))
     with open(os.path.join(cfg.output_dir, "metrics.jsonl")) as f:
         rates = [r["train/samples_per_second"] for r in map(json.loads, f) if "train/samples_per_second" in r]
     rates = rates[args.warmup:]
     return {"samples_per_s": statistics.median(rates), "min": min(rates), "max": max(rates), "steps": len(rates),
-            "wall_s": time.perf_counter() - start}
+            "wall_s": time.perf_counter() - start, "peak_memory_mb": None if peak_mb is None else round(peak_mb)}
 
 
 def data_samples_per_cpu_s(cfg: TrainConfig, epochs: int) -> float:
@@ -126,18 +129,24 @@ def markdown(result: dict) -> str:
     precision = "fp32" if a["mixed_precision"] == "no" else a["mixed_precision"]
     lines = [f"Student `{a['student']}`, batch {a['batch_size']}, {precision}, {a['num_workers']} "
              f"loader workers; online teachers: 2 x `{a['teacher']}`; {result['device']}.", "",
-             "| recipe | training samples/s (median) | min-max | "
+             "| recipe | training samples/s (median) | min-max | peak memory MiB | "
              + " | ".join(f"data pipeline samples per worker CPU-second: {v}" if v == "exact" else f"`{v}`"
                           for v in DATA_VARIANTS) + " |",
-             "|---|---|---|" + "---|" * len(DATA_VARIANTS)]
+             "|---|---|---|---|" + "---|" * len(DATA_VARIANTS)]
     for recipe in a["recipes"]:
-        t, d = result["train"][recipe], result["data_per_worker"][recipe]
+        t, d = result["train"][recipe], result["data_per_worker"].get(recipe, {})
+        peak = t.get("peak_memory_mb")  # absent from results written before it was measured
         lines.append(f"| {recipe} | {t['samples_per_s']:.1f} | {t['min']:.1f}-{t['max']:.1f} | "
-                     + " | ".join(f"{d[v]:.1f}" for v in DATA_VARIANTS) + " |")
-    lines += ["", f"Data pipeline: one loader worker, its CPU time over {result['data_epochs']} epochs of "
-              f"{result['data_images']} images, median of {result['data_rounds']} interleaved rounds (min-max in the "
-              "JSON); `fast_jpeg_decode` could reduce the decode of "
-              f"{100 * result['reducible_crops']:.0f}% of the stored crops at the student's resolution."]
+                     f"{'-' if peak is None else peak} | "
+                     + " | ".join(f"{d[v]:.1f}" if v in d else "-" for v in DATA_VARIANTS) + " |")
+    lines += ["", "Peak memory: " + ("the CUDA allocator's peak" if result["device"] != device_name("cpu") else
+                                     "the process's resident high-water mark, loader workers not included")
+              + " during the training run, model and optimizer included."]
+    if result["data_per_worker"]:
+        lines += [f"Data pipeline: one loader worker, its CPU time over {result['data_epochs']} epochs of "
+                  f"{result['data_images']} images, median of {result['data_rounds']} interleaved rounds (min-max in "
+                  "the JSON); `fast_jpeg_decode` could reduce the decode of "
+                  f"{100 * result['reducible_crops']:.0f}% of the stored crops at the student's resolution."]
     return "\n".join(lines) + "\n"
 
 
@@ -168,10 +177,13 @@ def main() -> None:
     p.add_argument("--recipes", nargs="+", choices=RECIPES, default=list(RECIPES))
     p.add_argument("--data-epochs", type=int, default=2, help="epochs of one data-pipeline measurement")
     p.add_argument("--data-images", type=int, default=512, help="images of the data-pipeline measurement's dataset")
-    p.add_argument("--data-rounds", type=int, default=3, help="interleaved rounds of the data-pipeline variants")
+    p.add_argument("--data-rounds", type=int, default=3,
+                   help="interleaved rounds of the data-pipeline variants (0: training figures only)")
     p.add_argument("--data-only", action="store_true", help="measure the data pipeline only; keep --out's training")
     p.add_argument("--out", default="benchmarks/results/train_cpu.json")
     args = p.parse_args()
+    if args.data_rounds < 0 or (args.data_only and args.data_rounds == 0):
+        p.error(f"--data-rounds must be >= 0, and >= 1 with --data-only (got {args.data_rounds})")
     if args.device == "cpu":
         os.environ["ACCELERATE_USE_CPU"] = "1"  # accelerate would take a visible GPU otherwise
     num_images = args.batch_size * (args.warmup + args.steps + 1)
@@ -184,27 +196,30 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as work:
         data, data_pipeline = os.path.join(work, "data"), os.path.join(work, "data_pipeline")
         if not args.data_only:  # the training runs' dataset
-            reinforced_dataset(data, num_images, args.k, args.n, num_workers=os.cpu_count() or 1)
-        report = reinforced_dataset(data_pipeline, args.data_images, args.k, args.n, num_workers=os.cpu_count() or 1)
+            report = reinforced_dataset(data, num_images, args.k, args.n, num_workers=os.cpu_count() or 1)
+        if args.data_rounds:
+            report = reinforced_dataset(data_pipeline, args.data_images, args.k, args.n,
+                                        num_workers=os.cpu_count() or 1)
+            _, processor = load_model_and_processor(args.student, random_init=True)
+            student = ImageSpec.from_image_processor(processor.image_processor)
+            result["reducible_crops"] = reducible_fraction(data_pipeline, student.size)
         result["bytes_per_sample"] = report["storage"]["bytes_per_sample"]
-        _, processor = load_model_and_processor(args.student, random_init=True)
-        student = ImageSpec.from_image_processor(processor.image_processor)
-        result["reducible_crops"] = reducible_fraction(data_pipeline, student.size)
         teacher = teacher_folder(args.teacher, work) if "online_distill" in args.recipes else args.teacher
         for recipe in args.recipes:
             cfg = run_config(recipe, data, args, work, teacher)
-            rounds = {variant: [] for variant in DATA_VARIANTS}
-            for _ in range(args.data_rounds):
-                for variant, options in DATA_VARIANTS.items():
-                    rounds[variant].append(data_samples_per_cpu_s(
-                        dataclasses.replace(cfg, train_dataset=data_pipeline, **options), args.data_epochs))
-            result["data_per_worker_rounds"][recipe] = rounds
-            result["data_per_worker"][recipe] = {v: statistics.median(r) for v, r in rounds.items()}
+            if args.data_rounds:
+                rounds = {variant: [] for variant in DATA_VARIANTS}
+                for _ in range(args.data_rounds):
+                    for variant, options in DATA_VARIANTS.items():
+                        rounds[variant].append(data_samples_per_cpu_s(
+                            dataclasses.replace(cfg, train_dataset=data_pipeline, **options), args.data_epochs))
+                result["data_per_worker_rounds"][recipe] = rounds
+                result["data_per_worker"][recipe] = {v: statistics.median(r) for v, r in rounds.items()}
             if not args.data_only:
                 result["train"][recipe] = train_samples_per_s(cfg, args)
             print(f"{recipe}: {result['train'][recipe]['samples_per_s']:.1f} samples/s training; per data worker "
-                  "CPU-second: " + ", ".join(f"{value:.1f} samples {variant}"
-                                             for variant, value in result["data_per_worker"][recipe].items()),
+                  "CPU-second: " + (", ".join(f"{value:.1f} samples {variant}" for variant, value in
+                                              result["data_per_worker"][recipe].items()) or "not measured"),
                   flush=True)
     write_results(result, markdown(result), args.out)
 

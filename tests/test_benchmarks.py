@@ -1,6 +1,7 @@
 """The benchmarks' smoke modes run end to end and write the documented JSON, so the scripts cannot rot."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -78,12 +79,40 @@ def test_train_throughput_smoke(tmp_path):
     assert set(result["train"]) == set(result["data_per_worker"]) == {"reinforced", "clip", "online_distill"}
     for recipe, train in result["train"].items():
         assert train["steps"] == 2 and 0 < train["min"] <= train["samples_per_s"] <= train["max"], recipe
+        assert train["peak_memory_mb"] > 0, recipe  # the resident high-water mark over the run, on CPU
         assert set(result["data_per_worker"][recipe]) == {"exact", "fast_jpeg_decode", "fast_resize",
                                                           "fast_resize + fast_jpeg_decode"}, recipe
         assert all(value > 0 for value in result["data_per_worker"][recipe].values()), recipe
         assert all(len(rounds) == 2 for rounds in result["data_per_worker_rounds"][recipe].values()), recipe
     assert result["bytes_per_sample"] > 2 * 1536 * 2  # two fp16 1536-d rows (K=2) at least, plus the JPEG
     assert "| online_distill |" in run.stdout and (tmp_path / "train.md").exists()
+
+
+def test_train_throughput_without_the_data_pipeline(tmp_path):
+    """`--data-rounds 0` (the GPU suite's setting) measures training alone; `--data-only` then has nothing to do."""
+    model = _tiny_model(tmp_path / "tiny")
+    out = tmp_path / "train.json"
+    common = ("--student", model, "--batch-size", "4", "--warmup", "1", "--steps", "1", "--k", "2", "--n", "1",
+              "--num-workers", "0", "--recipes", "clip", "--data-rounds", "0", "--out", str(out))
+    run = _module("train_throughput", *common)
+    result = json.loads(out.read_text())
+    assert result["train"]["clip"]["steps"] == 1 and result["data_per_worker"] == {}
+    assert "reducible_crops" not in result and result["bytes_per_sample"] > 2 * 1536 * 2
+    assert "not measured" in run.stdout and "| clip |" in run.stdout and "| - | - | - | - |" in run.stdout
+    refused = subprocess.run([sys.executable, "-m", "benchmarks.train_throughput", *common, "--data-only"],
+                             capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert refused.returncode == 2 and ">= 1 with --data-only" in refused.stderr
+
+
+def test_gpu_suite_reports_a_failed_step_and_still_packs_its_results(tmp_path):
+    suite = [str(REPO / "benchmarks" / "gpu_suite.sh")]
+    usage = subprocess.run(["bash", *suite], capture_output=True, text=True, timeout=60)
+    assert usage.returncode == 2 and "usage:" in usage.stderr
+    run = subprocess.run(["bash", *suite, "check", str(tmp_path)], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "STEPS": "no-such-step"})
+    assert run.returncode == 1 and "failed or timed out: no-such-step" in run.stdout
+    assert "unknown step 'no-such-step'" in (tmp_path / "suite.log").read_text()
+    assert (tmp_path / "gpu_results.tar.gz").exists()
 
 
 def test_reinforce_throughput_smoke(tmp_path):
