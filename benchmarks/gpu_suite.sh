@@ -16,14 +16,20 @@
 #   reinforce  benchmarks.reinforce_throughput: DataCompDR-12M's recipe per stage and end to end (two ViT-L/14
 #              teachers, K=30, N=5 CoCa ViT-L/14 captions) on 256 images
 # Results: OUTDIR/gpu_results.tar.gz (every JSON and markdown table) and OUTDIR/suite.log. STEPS="latency train"
-# runs a subset; each step's limit is its *_S variable below (seconds).
+# runs a subset; each step's limit is its *_S variable below (seconds; latency's is per precision, train's per
+# student).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
 mode=${1:-}
 out=${2:-}
 STEPS=${STEPS:-tests latency train reinforce}
-TESTS_S=${TESTS_S:-120} LATENCY_S=${LATENCY_S:-150} TRAIN_S=${TRAIN_S:-60} REINFORCE_S=${REINFORCE_S:-120}
+# Limits of `run` add up to 9 minutes, which leaves room in a 15-minute lease for the machine's start and a rerun
+# of one step; `check` is on a CPU, where torch.compile alone takes a minute or two. The first student's training
+# step also builds the training data (1,792 DataCompDR-shaped rows), which the other two reuse.
+if [[ $mode == check ]]; then default_s=600; fi
+TESTS_S=${TESTS_S:-${default_s:-50}} LATENCY_S=${LATENCY_S:-${default_s:-100}} TRAIN_S=${TRAIN_S:-${default_s:-75}}
+REINFORCE_S=${REINFORCE_S:-${default_s:-60}}
 
 if [[ $mode == wheels ]]; then
     # The GPU image has torch, timm, accelerate, safetensors, onnx(runtime), pyarrow; these it lacks or has too old
@@ -42,6 +48,7 @@ fi
 
 mkdir -p "$out"
 results=$(mktemp -d)
+train_data=$(mktemp -d)/data  # shared by the students' training steps
 log="$out/suite.log"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 if [[ $mode == run ]]; then
@@ -86,8 +93,8 @@ for s in $STEPS; do
                     --variants mobileclip-s0 mobileclip-s2 mobileclip-b --batch-sizes 1 256 --rounds 20 \
                     --batched-rounds 5 --compile --output "$results/latency_cuda_$dtype.json"
             else
-                step "latency $dtype" "$LATENCY_S" python3 -m benchmarks.latency --smoke --no-onnx \
-                    --output "$results/latency_cpu_smoke_$dtype.json"
+                step "latency $dtype" "$LATENCY_S" python3 -m benchmarks.latency --smoke --no-onnx --dtype "$dtype" \
+                    --compile --output "$results/latency_cpu_smoke_$dtype.json"
             fi
         done
         ;;
@@ -95,13 +102,13 @@ for s in $STEPS; do
         for student in mobileclip-s0 mobileclip-s2 mobileclip-b; do
             if [[ $mode == run ]]; then
                 size=(--batch-size 256 --mixed-precision bf16 --teacher mobileclip-l14 --num-workers 12
-                    --warmup 2 --steps 6)
+                    --warmup 2 --steps 4)
             else
                 size=(--batch-size 2 --teacher mobileclip-s0 --num-workers 0 --warmup 1 --steps 1 --k 2 --n 1)
                 [[ $student == mobileclip-s0 ]] || continue  # one student checks the command
             fi
             step "train $student" "$TRAIN_S" python3 -m benchmarks.train_throughput --device "$device" \
-                --student "$student" "${size[@]}" --data-rounds 0 --out "$results/train_${device}_$student.json"
+                --student "$student" "${size[@]}" --data-rounds 0 --data-dir "$train_data" --out "$results/train_${device}_$student.json"
         done
         ;;
     reinforce)

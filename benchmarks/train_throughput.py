@@ -140,7 +140,7 @@ def markdown(result: dict) -> str:
                      f"{'-' if peak is None else peak} | "
                      + " | ".join(f"{d[v]:.1f}" if v in d else "-" for v in DATA_VARIANTS) + " |")
     lines += ["", "Peak memory: " + ("the CUDA allocator's peak" if result["device"] != device_name("cpu") else
-                                     "the process's resident high-water mark, loader workers not included")
+                                     "the process's resident high-water mark (loader workers not included)")
               + " during the training run, model and optimizer included."]
     if result["data_per_worker"]:
         lines += [f"Data pipeline: one loader worker, its CPU time over {result['data_epochs']} epochs of "
@@ -180,6 +180,8 @@ def main() -> None:
     p.add_argument("--data-rounds", type=int, default=3,
                    help="interleaved rounds of the data-pipeline variants (0: training figures only)")
     p.add_argument("--data-only", action="store_true", help="measure the data pipeline only; keep --out's training")
+    p.add_argument("--data-dir", help="build the training runs' dataset here and reuse it on later runs of the same "
+                   "--batch-size, --warmup, --steps, --k and --n (dataset_builder resumes it), e.g. across students")
     p.add_argument("--out", default="benchmarks/results/train_cpu.json")
     args = p.parse_args()
     if args.data_rounds < 0 or (args.data_only and args.data_rounds == 0):
@@ -194,7 +196,7 @@ def main() -> None:
                   num_images=num_images, data_images=args.data_images,
                   data_unit="samples per CPU-second of one DataLoader worker")
     with tempfile.TemporaryDirectory() as work:
-        data, data_pipeline = os.path.join(work, "data"), os.path.join(work, "data_pipeline")
+        data, data_pipeline = args.data_dir or os.path.join(work, "data"), os.path.join(work, "data_pipeline")
         if not args.data_only:  # the training runs' dataset
             report = reinforced_dataset(data, num_images, args.k, args.n, num_workers=os.cpu_count() or 1)
         if args.data_rounds:
@@ -219,7 +221,7 @@ def main() -> None:
                 result["train"][recipe] = train_samples_per_s(cfg, args)
             print(f"{recipe}: {result['train'][recipe]['samples_per_s']:.1f} samples/s training; per data worker "
                   "CPU-second: " + (", ".join(f"{value:.1f} samples {variant}" for variant, value in
-                                              result["data_per_worker"][recipe].items()) or "not measured"),
+                                              result["data_per_worker"].get(recipe, {}).items()) or "not measured"),
                   flush=True)
     write_results(result, markdown(result), args.out)
 

@@ -89,18 +89,26 @@ def test_train_throughput_smoke(tmp_path):
 
 
 def test_train_throughput_without_the_data_pipeline(tmp_path):
-    """`--data-rounds 0` (the GPU suite's setting) measures training alone; `--data-only` then has nothing to do."""
+    """`--data-rounds 0` (the GPU suite's setting) measures training alone, on a `--data-dir` that a second run of the
+    same sizes reuses and one of other sizes refuses; `--data-only` then has nothing to do."""
     model = _tiny_model(tmp_path / "tiny")
-    out = tmp_path / "train.json"
-    common = ("--student", model, "--batch-size", "4", "--warmup", "1", "--steps", "1", "--k", "2", "--n", "1",
-              "--num-workers", "0", "--recipes", "clip", "--data-rounds", "0", "--out", str(out))
-    run = _module("train_throughput", *common)
+    out, data = tmp_path / "train.json", tmp_path / "data"
+    common = ("--student", model, "--warmup", "1", "--steps", "1", "--k", "2", "--n", "1", "--num-workers", "0",
+              "--recipes", "clip", "--data-rounds", "0", "--data-dir", str(data), "--out", str(out))
+    run = _module("train_throughput", "--batch-size", "4", *common)
     result = json.loads(out.read_text())
     assert result["train"]["clip"]["steps"] == 1 and result["data_per_worker"] == {}
     assert "reducible_crops" not in result and result["bytes_per_sample"] > 2 * 1536 * 2
     assert "not measured" in run.stdout and "| clip |" in run.stdout and "| - | - | - | - |" in run.stdout
-    refused = subprocess.run([sys.executable, "-m", "benchmarks.train_throughput", *common, "--data-only"],
-                             capture_output=True, text=True, timeout=120, cwd=REPO)
+    shards = {p: p.stat().st_mtime_ns for p in data.rglob("*.parquet")}
+    assert shards
+    _module("train_throughput", "--batch-size", "4", *common)
+    assert {p: p.stat().st_mtime_ns for p in data.rglob("*.parquet")} == shards  # reused, not rebuilt
+    other = subprocess.run([sys.executable, "-m", "benchmarks.train_throughput", "--batch-size", "2", *common],
+                           capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert other.returncode != 0 and "was built with other settings" in other.stderr
+    refused = subprocess.run([sys.executable, "-m", "benchmarks.train_throughput", "--batch-size", "4", *common,
+                              "--data-only"], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert refused.returncode == 2 and ">= 1 with --data-only" in refused.stderr
 
 
