@@ -47,8 +47,9 @@ if [[ $mode != run && $mode != check ]] || [[ -z $out ]]; then
 fi
 
 mkdir -p "$out"
-results=$(mktemp -d)
-train_data=$(mktemp -d)/data  # shared by the students' training steps
+results=$(mktemp -d) scratch=$(mktemp -d)
+trap 'rm -rf "$results" "$scratch"' EXIT
+train_data=$scratch/data  # shared by the students' training steps
 log="$out/suite.log"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 if [[ $mode == run ]]; then
