@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any, Protocol, Sequence
 
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from transformers import LogitsProcessor, LogitsProcessorList, MinLengthLogitsProcessor, TopPLogitsWarper
 
@@ -118,6 +119,81 @@ class TransformersCaptioner:
         return per_image([clean_caption(t, self.cut_at_period) for t in texts], len(images), num_captions)
 
 
+class CoCaKVDecoder:
+    """open_clip CoCa's next-token logits one position at a time, keys and values cached: the logits
+    ``model(pixels, tokens, image_latent, image_embs)["logits"][:, -1]`` gives for the prefix so far (to float
+    rounding), at one position's cost per step instead of the whole prefix's.
+
+    Exact because every hidden state of a position depends on the tokens up to it only: the unimodal text tower is
+    causal, and its padding mask (open_clip builds it whenever a CLS token is appended; it hides the keys after a
+    padding id, or at one with ``correct_cls_mask``) is a function of each key's own prefix; the CLS token is last, so
+    no token attends to it; the multimodal decoder is causal and attends to the fixed image tokens, whose keys and
+    values are computed once. Use ``supports(model)`` first: other text towers (bidirectional, custom blocks, not
+    batch-first) are not cached.
+    """
+
+    def __init__(self, model, image_embs: torch.Tensor):
+        self.text, self.decoder = model.text, model.text_decoder
+        self.text_cache: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(self.text.transformer.resblocks)
+        self.decoder_cache: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(self.decoder.resblocks)
+        self.image_kv = [self._project(block, block.ln_1_kv(image_embs))[1:] for block in self.decoder.cross_attn]
+        self.keys_visible = torch.empty(len(image_embs), 0, dtype=torch.bool, device=image_embs.device)
+        self.last_is_pad = torch.zeros(len(image_embs), dtype=torch.bool, device=image_embs.device)
+
+    @staticmethod
+    def supports(model) -> bool:
+        from open_clip.transformer import ResidualAttentionBlock
+
+        text, decoder = model.text, model.text_decoder
+        blocks = [*text.transformer.resblocks, *decoder.resblocks, *decoder.cross_attn]
+        return (text.attn_mask is not None and text.transformer.batch_first and decoder.batch_first
+                and all(type(b) is ResidualAttentionBlock and b.attn._qkv_same_embed_dim for b in blocks))
+
+    @staticmethod
+    def _project(block, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """nn.MultiheadAttention's packed input projection, split into (batch, heads, length, head_dim)."""
+        heads = block.attn.num_heads
+        qkv = F.linear(x, block.attn.in_proj_weight, block.attn.in_proj_bias)
+        return tuple(t.unflatten(-1, (heads, -1)).transpose(1, 2) for t in qkv.chunk(3, dim=-1))
+
+    def _block(self, block, x: torch.Tensor, cache: list, i: int, visible: torch.Tensor | None,
+               cross: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """One ResidualAttentionBlock on the new position ``x`` (batch, 1, width), as its forward computes it."""
+        q, k, v = self._project(block, block.ln_1(x))
+        if cross is None:  # self-attention over the cached prefix and this position
+            if cache[i] is not None:
+                k, v = torch.cat([cache[i][0], k], dim=2), torch.cat([cache[i][1], v], dim=2)
+            cache[i] = (k, v)
+        else:
+            k, v = cross
+        mask = None if visible is None else visible[:, None, None, :]
+        attended = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        x = x + block.ls_1(block.attn.out_proj(attended.transpose(1, 2).flatten(2)))
+        return x + block.ls_2(block.mlp(block.ln_2(x)))
+
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Append one token per row (``(batch,)`` ids) and return the logits ``(batch, vocab)`` after it."""
+        text, position = self.text, self.keys_visible.shape[1]
+        cast = text.transformer.get_cast_dtype()
+        x = (text.token_embedding(tokens[:, None]).to(cast) + text.positional_embedding[position].to(cast))
+        is_pad = tokens == text.pad_id
+        # open_clip's mask: with correct_cls_mask a padding key is hidden, otherwise the key after one (its list of
+        # visible keys is shifted by the CLS slot it prepends, so the first key is always visible).
+        visible = ~is_pad if text.correct_cls_mask else ~self.last_is_pad
+        self.keys_visible = torch.cat([self.keys_visible, visible[:, None]], dim=1)
+        self.last_is_pad = is_pad
+        masked = text.use_pad_mask or text.cls_emb is not None
+        for i, block in enumerate(text.transformer.resblocks):
+            x = self._block(block, x, self.text_cache, i, self.keys_visible if masked else None)
+        if text.cls_emb is None:  # the tokens handed to the decoder are then normalised
+            x = text.ln_final(x)
+        for i, (block, cross) in enumerate(zip(self.decoder.resblocks, self.decoder.cross_attn)):
+            x = self._block(block, x, self.decoder_cache, i, None)
+            x = self._block(cross, x, None, i, None, cross=self.image_kv[i])
+        x = self.decoder.ln_final(x[:, 0])
+        return x @ self.decoder.text_projection if self.decoder.text_projection is not None else x
+
+
 class CoCaCaptioner:
     """open_clip CoCa, DataCompDR's captioner, sampling as its ``generate(generation_type="top_p", top_p=0.9,
     fixed_output_length=True)`` does (at least 5 tokens, top-p 0.9, end-of-text forced at ``seq_len``), but with
@@ -143,19 +219,29 @@ class CoCaCaptioner:
         self._decode = open_clip.decode
 
     @torch.no_grad()
-    def sample(self, pixels: torch.Tensor, seeds: Sequence[int], min_len: int = 5) -> torch.Tensor:
-        """Token ids ``(rows, seq_len)`` for normalised ``pixels`` (one row each), row i drawn with ``seeds[i]``."""
+    def sample(self, pixels: torch.Tensor, seeds: Sequence[int], min_len: int = 5, rows_per_image: int = 1,
+               kv_cache: bool = True) -> torch.Tensor:
+        """Token ids ``(images * rows_per_image, seq_len)`` for normalised ``pixels``, row i drawn with ``seeds[i]``
+        (rows r * rows_per_image ... of image r). ``kv_cache=False`` re-runs the decoders over the whole prefix at
+        every step, as open_clip's ``generate`` does; the cache (``CoCaKVDecoder``) gives the same logits to float
+        rounding."""
         sot, eos, pad = 49406, 49407, self.model.pad_id
         # CoCa's forward without text is its image encoding: the pooled latent and the token embeddings the decoder
-        # attends to (`encode_image` returns the latent only), encoded once for all steps as `generate` does.
+        # attends to (`encode_image` returns the latent only), encoded once per image for all its rows and steps.
         image = self.model(pixels)
-        image_latent, image_embs = image["image_features"], image["image_embs"]
+        image_latent, image_embs = (image[k].repeat_interleave(rows_per_image, dim=0)
+                                    for k in ("image_features", "image_embs"))
+        pixels = pixels.repeat_interleave(rows_per_image, dim=0)
         out = torch.full((len(pixels), 1), sot, dtype=torch.long, device=pixels.device)
+        decoder = CoCaKVDecoder(self.model, image_embs) if kv_cache and CoCaKVDecoder.supports(self.model) else None
         sample = LogitsProcessorList([MinLengthLogitsProcessor(min_len, eos), TopPLogitsWarper(self.top_p),
                                       RowSampler(seeds)])
         while out.shape[1] < self.seq_len:
-            logits = self.model(pixels, out, image_latent=image_latent, image_embs=image_embs,
-                                output_labels=False)["logits"][:, -1]
+            if decoder is not None:
+                logits = decoder.step(out[:, -1])
+            else:
+                logits = self.model(pixels, out, image_latent=image_latent, image_embs=image_embs,
+                                    output_labels=False)["logits"][:, -1]
             token = sample(out, logits.float()).argmax(-1)
             if out.shape[1] + 1 == self.seq_len:
                 token.fill_(eos)
@@ -166,8 +252,9 @@ class CoCaCaptioner:
     @torch.no_grad()
     def caption(self, images: Sequence[Image.Image], num_captions: int, seeds: Sequence[int]) -> list[list[str]]:
         param = next(self.model.parameters())
-        pixels = torch.stack([self.preprocess(image) for image in images]).repeat_interleave(num_captions, dim=0)
-        tokens = self.sample(pixels.to(param.device, param.dtype), caption_seeds(seeds, num_captions))
+        pixels = torch.stack([self.preprocess(image) for image in images])
+        tokens = self.sample(pixels.to(param.device, param.dtype), caption_seeds(seeds, num_captions),
+                             rows_per_image=num_captions)
         texts = [self._decode(t).split("<end_of_text>")[0].replace("<start_of_text>", "") for t in tokens]
         return per_image([clean_caption(t) for t in texts], len(images), num_captions)
 

@@ -81,3 +81,53 @@ def test_coca_sampling_matches_open_clip_generate(tiny_coca, monkeypatch):
                                         seq_len=tiny_coca.seq_len)
     monkeypatch.setattr(tiny_coca, "top_p", 1e-9)
     assert torch.equal(tiny_coca.sample(pixels, seeds=[0, 1, 2]), expected)
+
+
+@pytest.mark.parametrize("correct_cls_mask", [False, True])
+def test_coca_kv_cache_gives_the_full_forward_logits(correct_cls_mask):
+    """Teacher-forced over 14 positions, the cached decoder's logits equal CoCa's forward on the whole prefix, also
+    where a padding id (0, "!" in CLIP's vocabulary, which CoCa can sample) is in the prefix and masks keys."""
+    open_clip = pytest.importorskip("open_clip")
+    from dataset_builder.captioner import CoCaKVDecoder
+
+    tower = dict(width=32, heads=4, layers=2)
+    open_clip.factory._MODEL_CONFIGS["coca_tiny_kv_test"] = dict(
+        embed_dim=32, custom_text=True,
+        vision_cfg=dict(image_size=32, patch_size=16, width=32, layers=1, head_width=16, attentional_pool=True,
+                        attn_pooler_heads=2, output_tokens=True),
+        text_cfg=dict(context_length=76, vocab_size=49408, embed_cls=True, output_tokens=True, **tower),
+        multimodal_cfg=dict(context_length=76, vocab_size=49408, attn_pooler_heads=2, **tower),
+    )
+    torch.manual_seed(0)
+    model = open_clip.create_model("coca_tiny_kv_test", pretrained=None).eval()
+    model.text.correct_cls_mask = correct_cls_mask  # not a config key in open_clip 3.3; read at every forward
+    assert CoCaKVDecoder.supports(model)
+    with torch.no_grad():
+        torch.nn.init.normal_(model.text_decoder.text_projection, std=32**-0.5)
+        torch.nn.init.normal_(model.text.cls_emb, std=1.0)  # a CLS a mistaken mask would let tokens see
+        pixels = torch.randn(3, 3, 32, 32)
+        tokens = torch.randint(1, 49406, (3, 14))
+        tokens[:, 0] = 49406
+        tokens[0, 3] = tokens[0, 7] = tokens[1, 9] = 0  # padding ids inside the prefix
+        tokens[2, 5:] = 0  # a finished row: padding to the end
+        image = model(pixels)
+        decoder = CoCaKVDecoder(model, image["image_embs"])
+        for t in range(tokens.shape[1]):
+            cached = decoder.step(tokens[:, t])
+            full = model(pixels, tokens[:, :t + 1], image_latent=image["image_features"],
+                         image_embs=image["image_embs"], output_labels=False)["logits"][:, -1]
+            torch.testing.assert_close(cached, full, rtol=1e-5, atol=1e-5, msg=f"position {t}")
+        # The padding mask matters here: the same prefixes with the padding ids replaced give other logits.
+        other = model(pixels, tokens.masked_fill(tokens == 0, 1), image_latent=image["image_features"],
+                      image_embs=image["image_embs"], output_labels=False)["logits"][:, -1]
+        assert (other - cached).abs().max() > 1e-3
+
+
+def test_coca_kv_cache_samples_the_same_captions(tiny_coca):
+    pixels = torch.stack([tiny_coca.preprocess(image) for image in images(2)])
+    seeds = list(range(6))
+    cached = tiny_coca.sample(pixels, seeds, rows_per_image=3)
+    assert cached.shape == (6, tiny_coca.seq_len)
+    assert torch.equal(cached, tiny_coca.sample(pixels, seeds, rows_per_image=3, kv_cache=False))
+    # Each image is encoded once for its rows: the same rows as repeating the pixels.
+    assert torch.equal(cached, tiny_coca.sample(pixels.repeat_interleave(3, dim=0), seeds))
