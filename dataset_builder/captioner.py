@@ -136,7 +136,8 @@ class CoCaKVDecoder:
         self.text, self.decoder = model.text, model.text_decoder
         self.text_cache: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(self.text.transformer.resblocks)
         self.decoder_cache: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(self.decoder.resblocks)
-        self.image_kv = [self._project(block, block.ln_1_kv(image_embs))[1:] for block in self.decoder.cross_attn]
+        self.image_kv = [self._project(block, block.ln_1_kv(image_embs), first=1, count=2)
+                         for block in self.decoder.cross_attn]
         self.keys_visible = torch.empty(len(image_embs), 0, dtype=torch.bool, device=image_embs.device)
         self.last_is_pad = torch.zeros(len(image_embs), dtype=torch.bool, device=image_embs.device)
 
@@ -150,22 +151,26 @@ class CoCaKVDecoder:
                 and all(type(b) is ResidualAttentionBlock and b.attn._qkv_same_embed_dim for b in blocks))
 
     @staticmethod
-    def _project(block, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """nn.MultiheadAttention's packed input projection, split into (batch, heads, length, head_dim)."""
-        heads = block.attn.num_heads
-        qkv = F.linear(x, block.attn.in_proj_weight, block.attn.in_proj_bias)
-        return tuple(t.unflatten(-1, (heads, -1)).transpose(1, 2) for t in qkv.chunk(3, dim=-1))
+    def _project(block, x: torch.Tensor, first: int = 0, count: int = 3) -> tuple[torch.Tensor, ...]:
+        """``count`` of nn.MultiheadAttention's packed input projections q, k, v from the ``first`` on, each split
+        into (batch, heads, length, head_dim)."""
+        width = block.attn.embed_dim
+        rows = slice(first * width, (first + count) * width)
+        bias = None if block.attn.in_proj_bias is None else block.attn.in_proj_bias[rows]
+        projected = F.linear(x, block.attn.in_proj_weight[rows], bias)
+        return tuple(t.unflatten(-1, (block.attn.num_heads, -1)).transpose(1, 2)
+                     for t in projected.split(width, dim=-1))
 
     def _block(self, block, x: torch.Tensor, cache: list, i: int, visible: torch.Tensor | None,
                cross: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """One ResidualAttentionBlock on the new position ``x`` (batch, 1, width), as its forward computes it."""
-        q, k, v = self._project(block, block.ln_1(x))
         if cross is None:  # self-attention over the cached prefix and this position
+            q, k, v = self._project(block, block.ln_1(x))
             if cache[i] is not None:
                 k, v = torch.cat([cache[i][0], k], dim=2), torch.cat([cache[i][1], v], dim=2)
             cache[i] = (k, v)
         else:
-            k, v = cross
+            (q,), (k, v) = self._project(block, block.ln_1(x), count=1), cross
         mask = None if visible is None else visible[:, None, None, :]
         attended = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         x = x + block.ls_1(block.attn.out_proj(attended.transpose(1, 2).flatten(2)))
