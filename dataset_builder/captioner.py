@@ -120,9 +120,9 @@ class TransformersCaptioner:
 
 
 class CoCaKVDecoder:
-    """open_clip CoCa's next-token logits one position at a time, keys and values cached: the logits
+    """open_clip CoCa's next-token logits, one position per step with the keys and values cached: what
     ``model(pixels, tokens, image_latent, image_embs)["logits"][:, -1]`` gives for the prefix so far (to float
-    rounding), at one position's cost per step instead of the whole prefix's.
+    rounding), at the cost of one position instead of the whole prefix.
 
     Exact because every hidden state of a position depends on the tokens up to it only: the unimodal text tower is
     causal, and its padding mask (open_clip builds it whenever a CLS token is appended; it hides the keys after a
@@ -143,6 +143,7 @@ class CoCaKVDecoder:
 
     @staticmethod
     def supports(model) -> bool:
+        """Whether ``model``'s text towers are the causal, batch-first nn.MultiheadAttention blocks cached here."""
         from open_clip.transformer import ResidualAttentionBlock
 
         text, decoder = model.text, model.text_decoder
