@@ -35,19 +35,24 @@ def test_transformers_captioner_is_batched_and_batch_independent():
     assert captioner.caption([a], 4, seeds=[12]) != [together[0]]  # another seed, other captions
 
 
-@pytest.fixture(scope="module")
-def tiny_coca():
+def register_tiny_coca(name: str, heads: int, layers: int) -> None:
+    """A tiny CoCa config in open_clip's registry (width 32, 32-px images), text towers of ``heads`` x ``layers``."""
     open_clip = pytest.importorskip("open_clip")
-    from dataset_builder.captioner import CoCaCaptioner
-
-    tower = dict(width=32, heads=2, layers=1)
-    open_clip.factory._MODEL_CONFIGS["coca_tiny_test"] = dict(
+    tower = dict(width=32, heads=heads, layers=layers)
+    open_clip.factory._MODEL_CONFIGS[name] = dict(
         embed_dim=32, custom_text=True,
         vision_cfg=dict(image_size=32, patch_size=16, width=32, layers=1, head_width=16, attentional_pool=True,
                         attn_pooler_heads=2, output_tokens=True),
         text_cfg=dict(context_length=76, vocab_size=49408, embed_cls=True, output_tokens=True, **tower),
         multimodal_cfg=dict(context_length=76, vocab_size=49408, attn_pooler_heads=2, **tower),
     )
+
+
+@pytest.fixture(scope="module")
+def tiny_coca():
+    register_tiny_coca("coca_tiny_test", heads=2, layers=1)
+    from dataset_builder.captioner import CoCaCaptioner
+
     torch.manual_seed(0)
     captioner = CoCaCaptioner("coca_tiny_test", pretrained=None, seq_len=12)
     # Random weights: open_clip leaves the decoder's projection as torch.empty (never initialised), whatever it holds.
@@ -87,17 +92,11 @@ def test_coca_sampling_matches_open_clip_generate(tiny_coca, monkeypatch):
 def test_coca_kv_cache_gives_the_full_forward_logits(correct_cls_mask):
     """Teacher-forced over 14 positions, the cached decoder's logits equal CoCa's forward on the whole prefix, also
     where a padding id (0, "!" in CLIP's vocabulary, which CoCa can sample) is in the prefix and masks keys."""
-    open_clip = pytest.importorskip("open_clip")
+    register_tiny_coca("coca_tiny_kv_test", heads=4, layers=2)
+    import open_clip
+
     from dataset_builder.captioner import CoCaKVDecoder
 
-    tower = dict(width=32, heads=4, layers=2)
-    open_clip.factory._MODEL_CONFIGS["coca_tiny_kv_test"] = dict(
-        embed_dim=32, custom_text=True,
-        vision_cfg=dict(image_size=32, patch_size=16, width=32, layers=1, head_width=16, attentional_pool=True,
-                        attn_pooler_heads=2, output_tokens=True),
-        text_cfg=dict(context_length=76, vocab_size=49408, embed_cls=True, output_tokens=True, **tower),
-        multimodal_cfg=dict(context_length=76, vocab_size=49408, attn_pooler_heads=2, **tower),
-    )
     torch.manual_seed(0)
     model = open_clip.create_model("coca_tiny_kv_test", pretrained=None).eval()
     model.text.correct_cls_mask = correct_cls_mask  # not a config key in open_clip 3.3; read at every forward
