@@ -109,7 +109,8 @@ for s in $STEPS; do
                 [[ $student == mobileclip-s0 ]] || continue  # one student checks the command
             fi
             step "train $student" "$TRAIN_S" python3 -m benchmarks.train_throughput --device "$device" \
-                --student "$student" "${size[@]}" --data-rounds 0 --data-dir "$train_data" --out "$results/train_${device}_$student.json"
+                --student "$student" "${size[@]}" --data-rounds 0 --data-dir "$train_data" \
+                --out "$results/train_${device}_$student.json"
         done
         ;;
     reinforce)
