@@ -38,6 +38,7 @@ if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(
 # Captions are tokenised two at a time in forked DataLoader workers: the Rust thread pool would only warn there.
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import safetensors.torch
 import torch
 import yaml
 from accelerate import Accelerator, DataLoaderConfiguration
@@ -45,6 +46,7 @@ from accelerate.tracking import LOGGER_TYPE_TO_CLASS, GeneralTracker, get_availa
 from accelerate.utils import RNG_STATE_NAME, ProjectConfiguration, set_seed
 from accelerate.utils import load as accelerate_load
 from huggingface_hub.dataclasses import strict
+from timm.utils import ModelEmaV3
 from tqdm.auto import tqdm
 
 from dataset_builder.teachers import TeacherEnsemble, TransformersTeacher
@@ -77,6 +79,7 @@ TEMPORARY_PREFIX = ".tmp-"  # checkpoints being written or deleted: never resume
 # Scheduler and Progress, as JSON that this script reads itself: accelerate would pickle them as custom checkpoints and
 # unpickle them with weights_only=False, running whatever code a checkpoint folder from elsewhere holds.
 TRAIN_STATE = "train_state.json"
+EMA_WEIGHTS = "ema_model.safetensors"  # the moving average of the weights (ema_decay), in each checkpoint
 
 
 # An int is a valid float (PEP 484's numeric tower) and YAML reads `0` or `1` as one; `@strict` alone would refuse it.
@@ -136,6 +139,12 @@ class TrainConfig:
     lr_scheduler: Literal["cosine", "constant"] = "cosine"  # both after the linear warmup
     warmup_steps: int = 1000
     max_grad_norm: Number = 1.0  # 0 disables clipping
+    # An exponential moving average of the weights (timm's ModelEmaV3), updated after every optimizer step from the
+    # first (which it copies), is what is evaluated and saved; 0: off, the raw weights. With ema_warmup_power p the
+    # decay after step t is min(ema_decay, 1 - t ** -p) (timm's warm-up): an average that depends on the step alone,
+    # so that with a constant learning rate accuracy after s samples means the same for every budget.
+    ema_decay: Number = 0.0
+    ema_warmup_power: Number | None = None
     mixed_precision: Literal["no", "bf16", "fp16"] = "bf16"  # fp16 needs a GPU: on CPU accelerate runs fp32
     gradient_checkpointing: bool = False
     torch_compile: bool = False
@@ -183,7 +192,7 @@ def _value_errors(cfg: TrainConfig) -> list[str]:
     checked = lambda k: k not in non_finite and value(k) is not None  # noqa: E731 (one error per key)
     errors += [f"{k} must be > 0, got {value(k)}" for k in _POSITIVE if checked(k) and value(k) <= 0]
     errors += [f"{k} must be >= 0, got {value(k)}" for k in _NON_NEGATIVE if checked(k) and value(k) < 0]
-    errors += [f"{k} must be in [0, 1), got {value(k)}" for k in ("beta1", "beta2")
+    errors += [f"{k} must be in [0, 1), got {value(k)}" for k in ("beta1", "beta2", "ema_decay")
                if checked(k) and not 0 <= value(k) < 1]
     # AdamW moves each weight by about lr per step whatever the gradient's scale: above 1 that is more than a weight's
     # own size every step, which only diverges (MobileCLIP trains at 1e-3).
@@ -210,6 +219,10 @@ def _value_errors(cfg: TrainConfig) -> list[str]:
     # targets uniform, whatever the teachers say.
     if checked("teacher_logit_scale") and any(s <= 0 for s in _as_list(cfg.teacher_logit_scale)):
         errors.append(f"teacher_logit_scale must be > 0 (one, or one per teacher), got {cfg.teacher_logit_scale}")
+    if checked("ema_warmup_power") and not cfg.ema_warmup_power > 0:
+        errors.append(f"ema_warmup_power must be > 0 or null, got {cfg.ema_warmup_power}")
+    elif cfg.ema_warmup_power is not None and not cfg.ema_decay:
+        errors.append("ema_warmup_power is set, but ema_decay is 0 (no moving average)")
     if cfg.recipe == "online_distill" and not cfg.teacher_models:
         errors.append("recipe online_distill needs teacher_models (folders of MobileCLIP/CLIP models)")
     errors += _synthetic_caption_errors(cfg, checked)
@@ -481,7 +494,8 @@ def scheduler_state(scheduler) -> dict:
     return {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
 
 
-def save_checkpoint(accelerator, checkpoints: str, index: int, scheduler, progress, total_limit: int | None) -> str:
+def save_checkpoint(accelerator, checkpoints: str, index: int, scheduler, progress, total_limit: int | None,
+                    ema=None) -> str:
     """accelerator.save_state into a temporary folder, renamed to `checkpoint_<index>` once complete: a run killed or
     out of disk mid-save leaves a temporary folder, never a `checkpoint_<i>` that resume would pick and fail on. The
     oldest checkpoints are rotated out only then, so that the previous good one outlives a failed save."""
@@ -490,6 +504,8 @@ def save_checkpoint(accelerator, checkpoints: str, index: int, scheduler, progre
     accelerator.save_state(temporary)  # every process writes its part (model and optimizer: main; RNG: each)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        if ema is not None:
+            safetensors.torch.save_model(ema.module, os.path.join(temporary, EMA_WEIGHTS))
         with open(os.path.join(temporary, TRAIN_STATE), "w") as f:
             json.dump({"progress": progress.state_dict(), "scheduler": scheduler_state(scheduler)}, f, indent=1)
         for name in os.listdir(temporary):  # on disk before the rename, so that a power cut cannot reorder them
@@ -559,9 +575,10 @@ def check_loadable(accelerator, checkpoint: str) -> None:
                 raise ValueError(f"{path} is not a plain random-state file and was not loaded: {error}") from error
 
 
-def resume(accelerator, cfg: TrainConfig, checkpoints: str, scheduler, progress: Progress) -> None:
-    """Restores model, optimizer, RNG states (accelerate) and scheduler and `Progress` (TRAIN_STATE) from
-    `cfg.resume_from_checkpoint`: a checkpoint folder, or "latest", the newest complete one in `checkpoints`."""
+def resume(accelerator, cfg: TrainConfig, checkpoints: str, scheduler, progress: Progress, ema=None) -> None:
+    """Restores model, optimizer, RNG states (accelerate), scheduler and `Progress` (TRAIN_STATE) and the moving
+    average (EMA_WEIGHTS) from `cfg.resume_from_checkpoint`: a checkpoint folder, or "latest", the newest complete one
+    in `checkpoints`."""
     path = cfg.resume_from_checkpoint
     if path == "latest":
         folders = list(checkpoint_folders(checkpoints).values())
@@ -579,6 +596,9 @@ def resume(accelerator, cfg: TrainConfig, checkpoints: str, scheduler, progress:
                          "while saving) or from a version of train.py that pickled it")
     state = read_train_state(path, scheduler)
     check_loadable(accelerator, path)
+    if ema is not None and not os.path.isfile(os.path.join(path, EMA_WEIGHTS)):
+        raise ValueError(f"Checkpoint {path} has no {EMA_WEIGHTS}: it was saved by a run without ema_decay, so there "
+                         "is no moving average to resume (train on without ema_decay, or start afresh)")
     try:  # model: safetensors, or weights_only torch.load; optimizer, scaler: weights_only torch.load
         accelerator.load_state(path)
     except pickle.UnpicklingError as error:
@@ -586,6 +606,8 @@ def resume(accelerator, cfg: TrainConfig, checkpoints: str, scheduler, progress:
                          f"could run code): {error}") from error
     scheduler.load_state_dict({**state["scheduler"], "lr_lambdas": [None] * len(scheduler.lr_lambdas)})
     progress.load_state_dict(state["progress"])
+    if ema is not None:
+        safetensors.torch.load_model(ema.module, os.path.join(path, EMA_WEIGHTS), device=str(accelerator.device))
     accelerator.print(f"Resumed from {path} (step {progress.step})")
 
 
@@ -660,25 +682,28 @@ def training_function(cfg: TrainConfig) -> None:
         if len(train_dl) == 0:
             raise ValueError(f"{cfg.train_dataset} has fewer rows than one global batch ({cfg.global_batch_size})")
     evals = {task: {**e, "loader": accelerator.prepare(e["loader"])} for task, e in evals.items()}
+    ema = ModelEmaV3(accelerator.unwrap_model(model), decay=cfg.ema_decay, use_warmup=cfg.ema_warmup_power is not None,
+                     warmup_power=cfg.ema_warmup_power or 1.0) if cfg.ema_decay else None
     progress, checkpoints = Progress(), os.path.join(cfg.output_dir, "checkpoints")
     if accelerator.is_main_process:
         remove_temporary_folders(checkpoints, accelerator)
     accelerator.wait_for_everyone()
     if cfg.resume_from_checkpoint:
-        resume(accelerator, cfg, checkpoints, scheduler, progress)
+        resume(accelerator, cfg, checkpoints, scheduler, progress, ema)
     # After every existing name, complete or not, so that no save collides with a folder (load_state never advances a
     # counter either).
     indices = itertools.count(max(checkpoint_folders(checkpoints), default=-1) + 1)
     save = lambda: save_checkpoint(accelerator, checkpoints, next(indices), scheduler, progress,  # noqa: E731
-                                   cfg.save_total_limit)
+                                   cfg.save_total_limit, ema)
 
     step_loss = functools.partial(compute_loss, loss_fn=loss_fn, student=student_spec, teachers=teachers,
                                   teacher_spec=teacher_spec, accelerator=accelerator)
     evaluate = functools.partial(run_eval_tasks, tokenizer=processor.tokenizer, tasks=evals,
                                  templates=cfg.eval_templates, accelerator=accelerator) if evals else None
-    metrics = train_loop(cfg, accelerator, model, optimizer, scheduler, train_dl, step_loss, evaluate, progress, save)
+    metrics = train_loop(cfg, accelerator, model, optimizer, scheduler, train_dl, step_loss, evaluate, progress, save,
+                         ema)
     accelerator.wait_for_everyone()
-    unwrapped = accelerator.unwrap_model(model)
+    unwrapped = ema.module if ema is not None else accelerator.unwrap_model(model)
     unwrapped.save_pretrained(cfg.output_dir, is_main_process=accelerator.is_main_process,
                               save_function=accelerator.save)
     if accelerator.is_main_process:
@@ -715,6 +740,10 @@ def training_model_card(cfg: TrainConfig, metrics: dict, repo_or_path: str):
         f"{cfg.warmup_steps} warm-up steps; mixed precision {cfg.mixed_precision}; seed {cfg.seed}\n"
         f"- loss weights (contrastive, distillation): {cfg.loss_weights}; teachers: {teachers}"
     )
+    if cfg.ema_decay:
+        warmup = f", warm-up power {cfg.ema_warmup_power:g}" if cfg.ema_warmup_power is not None else ""
+        how_made += f"\n- weights: their exponential moving average (decay {cfg.ema_decay:g}{warmup})"
+
     datasets_used = [cfg.train_dataset] if is_hub_id(cfg.train_dataset) else []
     sources = (("zeroshot", cfg.eval_zeroshot_dataset, cfg.eval_zeroshot_split),
                ("retrieval", cfg.eval_retrieval_dataset, cfg.eval_retrieval_split))
@@ -731,8 +760,10 @@ def non_finite_tensors(model) -> list[str]:
     return [name for name, t in tensors if t.is_floating_point() and not torch.isfinite(t).all()]
 
 
-def train_loop(cfg, accelerator, model, optimizer, scheduler, train_dl, step_loss, evaluate, progress, save) -> dict:
-    """Optimizer steps until `train_steps`, with logging, evaluation and checkpoints (`save`).
+def train_loop(cfg, accelerator, model, optimizer, scheduler, train_dl, step_loss, evaluate, progress, save,
+               ema=None) -> dict:
+    """Optimizer steps until `train_steps`, with logging, evaluation (of `ema`'s weights, if given) and checkpoints
+    (`save`).
     Raises FloatingPointError, before saving anything more, once the loss or the weights are no longer finite.
 
     Returns:
@@ -768,6 +799,8 @@ def train_loop(cfg, accelerator, model, optimizer, scheduler, train_dl, step_los
             scheduler.step()
             with torch.no_grad():
                 unwrapped.logit_scale.clamp_(0, MAX_LOG_LOGIT_SCALE)
+            if ema is not None:
+                ema.update(unwrapped, step=progress.step + 1)
             # Loss parts: mean over micro-batches and processes (= the global-batch loss); corrupt samples: sum.
             local = torch.stack(parts)
             stats = torch.cat([local[:, :3].mean(0) / accelerator.num_processes, local[:, 3:].sum(0)])
@@ -796,7 +829,7 @@ def train_loop(cfg, accelerator, model, optimizer, scheduler, train_dl, step_los
                 start, window_steps = time.perf_counter(), 0
             last = progress.step == cfg.train_steps
             if evaluate and (last or (cfg.eval_every and progress.step % cfg.eval_every == 0)):
-                last_eval = {f"eval/{k}": v for k, v in evaluate(unwrapped).items()}
+                last_eval = {f"eval/{k}": v for k, v in evaluate(ema.module if ema else unwrapped).items()}
                 accelerator.log(last_eval, step=progress.step)
             if last or (cfg.save_every and progress.step % cfg.save_every == 0):
                 # A finite loss does not rule out an update that overflowed (it is computed before the step).
