@@ -37,7 +37,7 @@ def test_web_captions_are_seeded_with_the_documented_fractions():
     assert (captions, kinds) == web_captions(labels, seed=3)
     assert captions != web_captions(labels, seed=4)[0]
     assert {k: kinds.count(k) / len(kinds) for k in WEB_MIXTURE} == WEB_MIXTURE == {
-        "correct": 0.4, "wrong_class": 0.2, "alt_text": 0.4}
+        "correct": 0.25, "wrong_class": 0.25, "alt_text": 0.5}
     for caption, kind, label in zip(captions, kinds, labels):
         named = caption_class(caption)
         if kind == "correct":

@@ -2,7 +2,7 @@
 
 Clean captions name the image's class, in a prompt template or as a short description. The student's "web" captions
 stand in for the alt-text of a web crawl such as DataComp, whose noise dataset reinforcement is meant to correct:
-a seeded mixture of `WEB_MIXTURE` (40% a correct caption, 20% a caption naming a wrong class, 40% uninformative
+a seeded mixture of `WEB_MIXTURE` (25% a correct caption, 25% a caption naming a wrong class, 50% uninformative
 alt-text such as "IMG_2041.jpg" or "new arrival, free shipping").
 """
 
@@ -37,8 +37,10 @@ DESCRIPTIONS = {
 ALT_TEXTS = ["IMG_{:04d}.jpg", "DSC{:05d}.JPG", "product photo {}", "new arrival, free shipping",
              "click to enlarge", "sale! 50% off today only", "best price guaranteed", "image not available",
              "thumbnail", "spring collection {}", "item no. {}", "shop now"]
-# Fractions of the web captions: correct / naming a wrong class / uninformative alt-text.
-WEB_MIXTURE = {"correct": 0.4, "wrong_class": 0.2, "alt_text": 0.4}
+# Fractions of the web captions: correct / naming a wrong class / uninformative alt-text. The reinforced student does
+# not depend on them (it learns from the teachers' embeddings); the CLIP baseline does: with 40% / 20% / 40% it ends
+# 8 points higher, and the learning efficiency is 2.6x instead of at least 4x (the README's table).
+WEB_MIXTURE = {"correct": 0.25, "wrong_class": 0.25, "alt_text": 0.5}
 
 
 def clean_captions(label: int) -> list[str]:

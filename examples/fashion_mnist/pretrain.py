@@ -69,8 +69,9 @@ TEXT = dict(hidden_size=32, intermediate_size=128, num_hidden_layers=2, num_atte
 # Two MCi image towers (convolutional; at 32 px, so that the stride-32 stages end on a 1x1 map), of two seeds (initial
 # weights, data order, augmentations). ViT towers learnt far slower here: 71% after 3 epochs against the MCi's 76%
 # after 1. Wider towers (embed_dims 32-256) trained 16 epochs reached 90.8% / 90.2% but distilled no better a student
-# (59.1% against these teachers' 60.3%, both 2.3x, at the demo's learning rate; at 1e-3, 54.8% against 61.3%). Twelve
-# epochs instead of eight (run channels-last) reached 89.2% / 88.6% on these towers, +0.0 / +0.4 points.
+# (59.1% against these teachers' 60.3%, raw weights at 5e-4 with 40% correct web captions; at 1e-3, 54.8% against
+# 61.3%). Twelve epochs instead of eight (run channels-last) reached 89.2% / 88.6% on these towers, +0.0 / +0.4
+# points.
 MCI = dict(epochs=8.0, image_size=32, architecture="fastvit_mci0",
            model_args={"layers": [1, 1, 2, 1], "embed_dims": [24, 48, 96, 192]})
 TEACHERS = {"teacher_mci_seed0": MCI, "teacher_mci_seed1": MCI}
