@@ -73,8 +73,8 @@ BASELINE_FACTOR = 6  # the CLIP baseline trains this many times the reinforced s
 LEARNING_RATE = 5e-4
 # Every student is evaluated and saved as the moving average of its weights (train.py's ema_decay), with a decay that
 # ramps with the step alone (1 - t^-0.75 after step t), so that accuracy after s samples still means the same for every
-# budget. The raw weights' zero-shot accuracy swings by several points between neighbouring evaluations (the
-# classes shirt, t-shirt, pullover and coat trade places); the average's rises smoothly.
+# budget. The raw weights' zero-shot accuracy swings by several points between neighbouring evaluations; the
+# average's rises smoothly.
 EMA = dict(ema_decay=0.998, ema_warmup_power=0.75)
 CHANCE = 1 / len(CLASS_NAMES)
 # Rough CPU costs measured on 2 idle cores, for the stage announcements only.
