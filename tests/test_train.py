@@ -255,8 +255,10 @@ def launch(config_path: str, *overrides: str, kill_at_micro_batch: int | None = 
 
 def test_two_processes_loss_falls_and_resume_reproduces_losses(assets, tmp_path):
     full, crashed = tmp_path / "full", tmp_path / "crashed"
-    # The uninterrupted run decodes in a worker process and logs to TensorBoard too.
-    config = write_config(tmp_path / "full.yaml", **base_config(assets, full, num_workers=1, report_to=["tensorboard"]))
+    # The uninterrupted run decodes in a worker process and logs to TensorBoard too. Both runs save the moving average
+    # of the weights, which every process keeps and the resumed one reloads.
+    config = write_config(tmp_path / "full.yaml", **base_config(assets, full, num_workers=1, report_to=["tensorboard"],
+                                                                ema_decay=0.5))
     launch(config)
     configs, steps = read_metrics(full / "metrics.jsonl")
     assert configs[0]["world_size"] == 2 and configs[0]["per_device_batch_size"] == 8
@@ -276,7 +278,8 @@ def test_two_processes_loss_falls_and_resume_reproduces_losses(assets, tmp_path)
 
     # Killed after step 3 (last checkpoint: step 2), then resumed from the latest checkpoint. Without workers and with
     # activation checkpointing under DDP, neither of which may change a number.
-    config = write_config(tmp_path / "crashed.yaml", **base_config(assets, crashed, gradient_checkpointing=True))
+    config = write_config(tmp_path / "crashed.yaml", **base_config(assets, crashed, gradient_checkpointing=True,
+                                                                   ema_decay=0.5))
     launch(config, kill_at_micro_batch=4)
     assert not os.path.exists(crashed / "model.safetensors")
     assert sorted(os.listdir(crashed / "checkpoints")) == ["checkpoint_0"]

@@ -607,7 +607,9 @@ def resume(accelerator, cfg: TrainConfig, checkpoints: str, scheduler, progress:
     scheduler.load_state_dict({**state["scheduler"], "lr_lambdas": [None] * len(scheduler.lr_lambdas)})
     progress.load_state_dict(state["progress"])
     if ema is not None:
-        safetensors.torch.load_model(ema.module, os.path.join(path, EMA_WEIGHTS), device=str(accelerator.device))
+        # Read on the CPU and copied into the average's tensors on their device (accelerate's "cpu:0" is no device
+        # name safetensors accepts).
+        safetensors.torch.load_model(ema.module, os.path.join(path, EMA_WEIGHTS), device="cpu")
     accelerator.print(f"Resumed from {path} (step {progress.step})")
 
 
