@@ -684,7 +684,9 @@ def training_function(cfg: TrainConfig) -> None:
         if len(train_dl) == 0:
             raise ValueError(f"{cfg.train_dataset} has fewer rows than one global batch ({cfg.global_batch_size})")
     evals = {task: {**e, "loader": accelerator.prepare(e["loader"])} for task, e in evals.items()}
-    ema = ModelEmaV3(accelerator.unwrap_model(model), decay=cfg.ema_decay, use_warmup=cfg.ema_warmup_power is not None,
+    # A copy of the plain module (not of torch.compile's wrapper); updated from the trained one's state in order.
+    ema = ModelEmaV3(accelerator.unwrap_model(model, keep_torch_compile=False), decay=cfg.ema_decay,
+                     use_warmup=cfg.ema_warmup_power is not None,
                      warmup_power=cfg.ema_warmup_power or 1.0) if cfg.ema_decay else None
     progress, checkpoints = Progress(), os.path.join(cfg.output_dir, "checkpoints")
     if accelerator.is_main_process:
