@@ -28,7 +28,8 @@ def test_demo_quick_runs_every_stage(tmp_path):
     clip, reinforced = results["curves"]["student_clip"]["0"], results["curves"]["student_reinforced"]["0"]
     settings = results["settings"]
     assert [s for s, _ in reinforced] == [s for s, _ in clip][:len(reinforced)]
-    assert (clip[-1][0], reinforced[-1][0]) == (settings["baseline_steps"] * 128, settings["student_steps"] * 128)
+    batch = settings["batch_size"]
+    assert (clip[-1][0], reinforced[-1][0]) == (settings["baseline_steps"] * batch, settings["student_steps"] * batch)
     assert settings["baseline_steps"] > settings["student_steps"] and settings["ema_decay"] > 0
     assert set(results["synthetic_captions"]["fractions"]) == {"true_class", "wrong_class", "no_class"}
     info = json.loads((out / "reinforced" / "reinforcement.json").read_text())

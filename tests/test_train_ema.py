@@ -6,10 +6,11 @@ import torch
 from huggingface_hub import ModelCard
 from huggingface_hub.errors import StrictDataclassError
 from safetensors.torch import load_file
-from test_train import Interrupted, base_config, interrupt_at_micro_batch, make_dataset, make_eval_datasets
+from test_train import Interrupted, interrupt_at_micro_batch, make_dataset, make_eval_datasets
+from test_train_options import run
 
 import train.train as train_module
-from train.train import EMA_WEIGHTS, TrainConfig, training_function
+from train.train import EMA_WEIGHTS, TrainConfig
 
 from conftest import tiny_config
 
@@ -23,15 +24,6 @@ def assets(tmp_path_factory):
     zeroshot, _ = make_eval_datasets(root / "eval")
     return {"model": str(root / "tiny"), "learnable": make_dataset(root / "data", n=16), "zeroshot": zeroshot,
             "cache": str(root / "cache")}
-
-
-def run(assets, output, **overrides) -> None:
-    from accelerate.state import AcceleratorState
-
-    try:
-        training_function(TrainConfig(**base_config(assets, output, **{"train_steps": STEPS, **overrides})))
-    finally:
-        AcceleratorState._reset_state(reset_partial_state=True)  # the next in-process run builds a fresh Accelerator
 
 
 def expected_averages(raw: list[dict[str, torch.Tensor]], decay: float, power: float | None) -> list[dict]:
@@ -55,8 +47,8 @@ def test_moving_average_is_evaluated_saved_and_checkpointed(assets, tmp_path, mo
 
     monkeypatch.setattr(train_module, "run_eval_tasks", record)
     output = tmp_path / "run"
-    run(assets, output, save_every=1, save_total_limit=None, eval_every=1, eval_zeroshot_dataset=assets["zeroshot"],
-        eval_zeroshot_split="test", ema_decay=DECAY, ema_warmup_power=power)
+    run(assets, output, train_steps=STEPS, save_every=1, save_total_limit=None, eval_every=1,
+        eval_zeroshot_dataset=assets["zeroshot"], eval_zeroshot_split="test", ema_decay=DECAY, ema_warmup_power=power)
     checkpoints = [output / "checkpoints" / f"checkpoint_{i}" for i in range(STEPS)]
     raw = [load_file(c / "model.safetensors") for c in checkpoints]  # the trained weights after steps 1 .. 4
     want = expected_averages(raw, DECAY, power)
@@ -76,7 +68,7 @@ def test_moving_average_is_evaluated_saved_and_checkpointed(assets, tmp_path, mo
 
 
 def test_resumed_moving_average_matches_an_uninterrupted_run(assets, tmp_path, monkeypatch):
-    options = dict(save_every=2, ema_decay=DECAY, ema_warmup_power=POWER)
+    options = dict(train_steps=STEPS, save_every=2, ema_decay=DECAY, ema_warmup_power=POWER)
     run(assets, tmp_path / "full", **options)
     with monkeypatch.context() as patch, pytest.raises(Interrupted):  # after step 2 and its checkpoint
         interrupt_at_micro_batch(patch, 3)
@@ -87,7 +79,7 @@ def test_resumed_moving_average_matches_an_uninterrupted_run(assets, tmp_path, m
         torch.testing.assert_close(resumed[name], value, rtol=0, atol=1e-6, msg=name)
 
     # A checkpoint of a run without the average has none to resume.
-    run(assets, tmp_path / "plain", save_every=2, train_steps=2)
+    run(assets, tmp_path / "plain", train_steps=2, save_every=2)
     with pytest.raises(ValueError, match=f"has no {EMA_WEIGHTS}: it was saved by a run without ema_decay"):
         run(assets, tmp_path / "plain", resume_from_checkpoint="latest", **options)
 

@@ -775,6 +775,7 @@ def train_loop(cfg, accelerator, model, optimizer, scheduler, train_dl, step_los
     """
     last_eval = {}
     unwrapped, streaming = accelerator.unwrap_model(model), isinstance(train_dl.dataset, StreamingDataset)
+    evaluated = ema.module if ema is not None else unwrapped
     model.train()
     bar = tqdm(total=cfg.train_steps, initial=progress.step, disable=not accelerator.is_local_main_process)
     start, window_steps, parts = time.perf_counter(), 0, []
@@ -833,7 +834,7 @@ def train_loop(cfg, accelerator, model, optimizer, scheduler, train_dl, step_los
                 start, window_steps = time.perf_counter(), 0
             last = progress.step == cfg.train_steps
             if evaluate and (last or (cfg.eval_every and progress.step % cfg.eval_every == 0)):
-                last_eval = {f"eval/{k}": v for k, v in evaluate(ema.module if ema else unwrapped).items()}
+                last_eval = {f"eval/{k}": v for k, v in evaluate(evaluated).items()}
                 accelerator.log(last_eval, step=progress.step)
             if last or (cfg.save_every and progress.step % cfg.save_every == 0):
                 # A finite loss does not rule out an update that overflowed (it is computed before the step).
