@@ -20,8 +20,9 @@ def test_demo_quick_runs_every_stage(tmp_path):
     for metrics in [*results["teachers"].values(), *(m for s in results["students"].values() for m in s.values())]:
         assert 0 <= metrics["zeroshot_top1"] <= metrics["zeroshot_top5"] <= 1
         assert metrics["text_to_image_R@1"] <= metrics["text_to_image_R@5"] <= metrics["text_to_image_R@10"]
-    # The committed teachers are strong: the smoke run evaluates the real ones.
-    assert all(t["zeroshot_top1"] >= 0.6 and 0 <= t["reinforced_views_top1"] <= 1
+    # The committed teachers reach the 90% they were trained for: the smoke run evaluates the real ones on all 1,000
+    # test images (90.4% and 90.7% when committed).
+    assert all(t["zeroshot_top1"] >= 0.9 and 0 <= t["reinforced_views_top1"] <= 1
                for t in results["teachers"].values())
     # The baseline trains several times the reinforced student's samples; both are evaluated at the same sample counts,
     # as the moving average of their weights.
