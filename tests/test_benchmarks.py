@@ -141,7 +141,7 @@ def test_precision_smoke(tmp_path):
     """bf16 (eager, OpenVINO) and int8 (onnxruntime, OpenVINO) against float32 on the demo's committed teacher and
     real test images (a few of them)."""
     out = tmp_path / "precision.json"
-    run = _module("precision", "--max-samples", "40", "--num-calibration", "16", "--min-cosine", "0.9", "--output",
+    run = _module("precision", "--max-samples", "40", "--num-calibration", "64", "--min-cosine", "0.9", "--output",
                   str(out))
     results = json.loads(out.read_text())["results"]
     assert list(results) == ["float32 eager", "bfloat16 eager (optimize_for_inference)", "int8 onnxruntime",
